@@ -1,0 +1,1 @@
+//! shotgun-cache-query-server library.

@@ -1,0 +1,18 @@
+//! Shotgun filter semantics: one definition, used by every part of the system.
+//!
+//! - [`parse`]: every wire form → [`RawFilter`].
+//! - [`validate`]: [`RawFilter`] + schema → [`Filter`], with errors as precise as Shotgun's.
+//! - [`eval`]: the pure in-memory reference evaluator. It *defines* the semantics; store backends
+//!   are tested against it (the differential test), and the simulator, Watch filters and per-type
+//!   cache filters use it directly.
+//!
+//! Decisions on rules the protocol marks unverified are listed in one table in [`eval`]'s docs.
+
+pub mod ast;
+pub mod eval;
+pub mod parse;
+pub mod validate;
+
+pub use ast::{Condition, FieldPath, Filter, Hop, LogicalOp, Operand, Operator, RawCondition, RawFilter, TimeUnit};
+pub use eval::{EntitySource, matches};
+pub use validate::{FilterError, validate, validate_path};

@@ -1,0 +1,1 @@
+//! shotgun-cache-syncer library.
