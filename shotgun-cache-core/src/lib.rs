@@ -10,6 +10,7 @@
 //! - [`query`]: a find/count request in domain terms (filter, return fields, sorts, paging).
 //! - [`store`]: the `Store` trait every backend implements, the write batch, the change journal,
 //!   and the backends (`sqlite`, `rethinkdb`).
+//! - [`summarize`]: Shotgun's `summarize` summary types and groupings over result records.
 //! - [`config`]: the TOML configuration shared by both services (`docs/config-contract.md`).
 
 pub mod config;
@@ -17,3 +18,4 @@ pub mod filter;
 pub mod model;
 pub mod query;
 pub mod store;
+pub mod summarize;

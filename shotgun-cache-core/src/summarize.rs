@@ -1,0 +1,557 @@
+//! Shotgun's `summarize` (protocol §2.7): summary types and groupings computed over result records.
+//!
+//! One pure implementation shared by the api3 endpoint, the gRPC `Summarize` rpc and the simulated
+//! site. It works on [`Record`]s (the rows a find returns, keyed by field path), so the caller fetches
+//! the matching rows with the summary and grouping fields as return fields and hands them here.
+//!
+//! # What is answered, and what is not
+//! Only what the cached data can answer *exactly*; everything else is [`SummarizeError::Unsupported`]
+//! (the api3 endpoint then forwards the call to the site). The rules, from the GT `020_summarize`
+//! probe and the `shotgun_api3` docstring:
+//! - `summaries` is keyed by field; a second summary on the same field replaces the first (last wins).
+//! - `record_count`: matching rows. `count`: rows whose value is not empty (null, `[]`).
+//! - `sum`: numeric fields, nulls skipped, `0` over no value; integer fields sum to an integer.
+//! - `maximum`/`minimum`: numeric fields, null over no value. `average`: a float, null over no value.
+//! - `earliest`/`latest`: date and date_time fields, in Shotgun's string forms, null over no value.
+//! - `checked`/`unchecked`: checkbox fields, the number of rows with `true`/`false`.
+//! - Not answered: `percentage` (its value argument has no verified wire shape) and
+//!   `status_percentage`, `status_percentage_as_float`, `status_list` (they depend on the site-wide
+//!   `status_list_summary_exclude` setting, which REST cannot read, so the cache cannot know it).
+//! - Grouping: `exact` on text-like fields (text, status_list, list, entity_type) and on entity links.
+//!   An entity group's `group_value` is the link plus `"valid": "valid"` and its `group_name` the
+//!   link's name; rows with no value form one group with `group_name ""` and `group_value null`.
+//!   Groups are ordered by `group_name` (case-insensitive; the empty group first on `asc`), then by
+//!   link id. Nested groupings nest `groups`. The date buckets (`day` … `clustered_date`), number
+//!   buckets (`tens` … `millions`), `entitytype` and `firstletter` render group names in ways no
+//!   source verifies, and `exact` on other data types likewise: all are unsupported.
+
+use std::cmp::Ordering;
+
+use serde_json::Value as Json;
+
+use crate::model::{DataType, Value};
+use crate::query::{Direction, Record};
+
+/// Every summary type of protocol §2.7.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SummaryType {
+    RecordCount,
+    Count,
+    Sum,
+    Maximum,
+    Minimum,
+    Average,
+    Earliest,
+    Latest,
+    Percentage,
+    StatusPercentage,
+    StatusPercentageAsFloat,
+    StatusList,
+    Checked,
+    Unchecked,
+}
+
+impl SummaryType {
+    pub const ALL: [SummaryType; 14] = [
+        SummaryType::RecordCount,
+        SummaryType::Count,
+        SummaryType::Sum,
+        SummaryType::Maximum,
+        SummaryType::Minimum,
+        SummaryType::Average,
+        SummaryType::Earliest,
+        SummaryType::Latest,
+        SummaryType::Percentage,
+        SummaryType::StatusPercentage,
+        SummaryType::StatusPercentageAsFloat,
+        SummaryType::StatusList,
+        SummaryType::Checked,
+        SummaryType::Unchecked,
+    ];
+
+    /// The wire name (`record_count`, `status_percentage_as_float`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SummaryType::RecordCount => "record_count",
+            SummaryType::Count => "count",
+            SummaryType::Sum => "sum",
+            SummaryType::Maximum => "maximum",
+            SummaryType::Minimum => "minimum",
+            SummaryType::Average => "average",
+            SummaryType::Earliest => "earliest",
+            SummaryType::Latest => "latest",
+            SummaryType::Percentage => "percentage",
+            SummaryType::StatusPercentage => "status_percentage",
+            SummaryType::StatusPercentageAsFloat => "status_percentage_as_float",
+            SummaryType::StatusList => "status_list",
+            SummaryType::Checked => "checked",
+            SummaryType::Unchecked => "unchecked",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<SummaryType> {
+        SummaryType::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+}
+
+/// Every grouping type of protocol §2.7.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GroupingType {
+    Exact,
+    Tens,
+    Hundreds,
+    Thousands,
+    TensOfThousands,
+    HundredsOfThousands,
+    Millions,
+    Day,
+    Week,
+    Month,
+    Quarter,
+    Year,
+    ClusteredDate,
+    OneDay,
+    FiveDays,
+    EntityType,
+    FirstLetter,
+}
+
+impl GroupingType {
+    pub const ALL: [GroupingType; 17] = [
+        GroupingType::Exact,
+        GroupingType::Tens,
+        GroupingType::Hundreds,
+        GroupingType::Thousands,
+        GroupingType::TensOfThousands,
+        GroupingType::HundredsOfThousands,
+        GroupingType::Millions,
+        GroupingType::Day,
+        GroupingType::Week,
+        GroupingType::Month,
+        GroupingType::Quarter,
+        GroupingType::Year,
+        GroupingType::ClusteredDate,
+        GroupingType::OneDay,
+        GroupingType::FiveDays,
+        GroupingType::EntityType,
+        GroupingType::FirstLetter,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GroupingType::Exact => "exact",
+            GroupingType::Tens => "tens",
+            GroupingType::Hundreds => "hundreds",
+            GroupingType::Thousands => "thousands",
+            GroupingType::TensOfThousands => "tensofthousands",
+            GroupingType::HundredsOfThousands => "hundredsofthousands",
+            GroupingType::Millions => "millions",
+            GroupingType::Day => "day",
+            GroupingType::Week => "week",
+            GroupingType::Month => "month",
+            GroupingType::Quarter => "quarter",
+            GroupingType::Year => "year",
+            GroupingType::ClusteredDate => "clustered_date",
+            GroupingType::OneDay => "oneday",
+            GroupingType::FiveDays => "fivedays",
+            GroupingType::EntityType => "entitytype",
+            GroupingType::FirstLetter => "firstletter",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<GroupingType> {
+        GroupingType::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+}
+
+/// One requested summary: `{"field": "id", "type": "count"}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SummaryField {
+    pub field: String,
+    pub kind: SummaryType,
+}
+
+/// One grouping level: `{"field": "sg_status_list", "type": "exact", "direction": "asc"}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Grouping {
+    pub field: String,
+    pub kind: GroupingType,
+    pub direction: Direction,
+}
+
+/// A summarize request in domain terms (the filter is applied by whoever fetched the records).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SummarizeRequest {
+    pub summaries: Vec<SummaryField>,
+    pub grouping: Vec<Grouping>,
+}
+
+/// Why a summarize request cannot be answered here.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SummarizeError {
+    /// A valid request the cache cannot answer exactly (the caller may forward it to the site).
+    #[error("summary {what} cannot be answered from the cache: {reason}")]
+    Unsupported { what: String, reason: String },
+    /// A malformed request (unknown summary or grouping type, missing field name).
+    #[error("invalid summarize request: {0}")]
+    Invalid(String),
+}
+
+fn unsupported(what: impl Into<String>, reason: impl Into<String>) -> SummarizeError {
+    SummarizeError::Unsupported {
+        what: what.into(),
+        reason: reason.into(),
+    }
+}
+
+/// One group of the answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SummaryGroup {
+    /// The server's display of the group value (a link's name; `""` for the empty group).
+    pub name: String,
+    /// The value grouped on (`Value::Null` for the empty group).
+    pub value: Value,
+    /// Summaries over the group's rows, in request order (last entry per field wins).
+    pub summaries: Vec<(String, Value)>,
+    /// The next grouping level (empty at the last level).
+    pub groups: Vec<SummaryGroup>,
+}
+
+/// The answer: totals over every row, and the groups (empty without grouping).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SummaryResult {
+    pub summaries: Vec<(String, Value)>,
+    pub groups: Vec<SummaryGroup>,
+}
+
+impl SummaryResult {
+    /// The api3 JSON form: `{"summaries": {...}, "groups": [{"group_name", "group_value", "summaries", ["groups"]}]}`.
+    pub fn to_json(&self) -> Json {
+        serde_json::json!({
+            "summaries": summaries_json(&self.summaries),
+            "groups": self.groups.iter().map(group_json).collect::<Vec<_>>(),
+        })
+    }
+}
+
+fn summaries_json(s: &[(String, Value)]) -> Json {
+    let mut m = serde_json::Map::new();
+    for (field, v) in s {
+        m.insert(field.clone(), v.to_json());
+    }
+    Json::Object(m)
+}
+
+fn group_json(g: &SummaryGroup) -> Json {
+    let value = match &g.value {
+        Value::Entity(r) => serde_json::json!({"type": r.entity_type, "id": r.id, "name": r.name, "valid": "valid"}),
+        v => v.to_json(),
+    };
+    let mut m = serde_json::Map::new();
+    m.insert("group_name".into(), Json::String(g.name.clone()));
+    m.insert("group_value".into(), value);
+    m.insert("summaries".into(), summaries_json(&g.summaries));
+    if !g.groups.is_empty() {
+        m.insert("groups".into(), Json::Array(g.groups.iter().map(group_json).collect()));
+    }
+    Json::Object(m)
+}
+
+fn is_numeric(t: DataType) -> bool {
+    matches!(
+        t,
+        DataType::Number | DataType::Float | DataType::Percent | DataType::Duration | DataType::Currency
+    )
+}
+
+fn is_exact_groupable(t: DataType) -> bool {
+    matches!(
+        t,
+        DataType::Text | DataType::StatusList | DataType::List | DataType::EntityType | DataType::Entity
+    )
+}
+
+/// Checks that every summary and grouping of `req` can be answered exactly from cached records.
+/// `data_type_of` gives the data type of a (possibly deep) field path, `None` when unknown.
+pub fn check_supported(req: &SummarizeRequest, data_type_of: &dyn Fn(&str) -> Option<DataType>) -> Result<(), SummarizeError> {
+    for s in &req.summaries {
+        if s.field.is_empty() {
+            return Err(SummarizeError::Invalid(format!("summary type {} has no field", s.kind.as_str())));
+        }
+        let what = format!("{} on {}", s.kind.as_str(), s.field);
+        // Even `record_count`, which ignores its field's values, needs a known field: the site
+        // rejects an unknown one, and only the site can word that fault.
+        let t = data_type_of(&s.field).ok_or_else(|| unsupported(&what, format!("field {} is not cached", s.field)))?;
+        let ok = match s.kind {
+            SummaryType::RecordCount | SummaryType::Count => true,
+            SummaryType::Sum | SummaryType::Maximum | SummaryType::Minimum | SummaryType::Average => is_numeric(t),
+            SummaryType::Earliest | SummaryType::Latest => matches!(t, DataType::Date | DataType::DateTime),
+            SummaryType::Checked | SummaryType::Unchecked => t == DataType::Checkbox,
+            SummaryType::Percentage => {
+                return Err(unsupported(what, "the percentage value argument has no verified wire shape"));
+            }
+            SummaryType::StatusPercentage | SummaryType::StatusPercentageAsFloat | SummaryType::StatusList => {
+                return Err(unsupported(
+                    what,
+                    "status summaries depend on the site's status_list_summary_exclude setting, which the cache cannot read",
+                ));
+            }
+        };
+        if !ok {
+            return Err(unsupported(what, format!("not answered for a {} field", t.as_str())));
+        }
+    }
+    for g in &req.grouping {
+        if g.field.is_empty() {
+            return Err(SummarizeError::Invalid(format!("grouping type {} has no field", g.kind.as_str())));
+        }
+        let what = format!("grouping {} on {}", g.kind.as_str(), g.field);
+        let t = data_type_of(&g.field).ok_or_else(|| unsupported(&what, format!("field {} is not cached", g.field)))?;
+        if g.kind != GroupingType::Exact {
+            return Err(unsupported(what, "the site's group names for this grouping type are not verified"));
+        }
+        if !is_exact_groupable(t) {
+            return Err(unsupported(what, format!("group names of a {} field are not verified", t.as_str())));
+        }
+    }
+    Ok(())
+}
+
+/// Computes the summaries and groups over `records` (already filtered). Calls [`check_supported`] first.
+pub fn summarize(
+    req: &SummarizeRequest,
+    records: &[Record],
+    data_type_of: &dyn Fn(&str) -> Option<DataType>,
+) -> Result<SummaryResult, SummarizeError> {
+    check_supported(req, data_type_of)?;
+    let rows: Vec<&Record> = records.iter().collect();
+    Ok(SummaryResult {
+        summaries: compute(req, &rows, data_type_of),
+        groups: group_level(req, &rows, 0, data_type_of),
+    })
+}
+
+fn field_value<'a>(r: &'a Record, field: &str) -> Option<&'a Value> {
+    if field == "id" {
+        return None;
+    }
+    r.fields.get(field)
+}
+
+fn non_empty(v: Option<&Value>) -> bool {
+    match v {
+        None | Some(Value::Null) => false,
+        Some(Value::MultiEntity(l)) => !l.is_empty(),
+        Some(Value::Text(s)) => !s.is_empty(),
+        Some(_) => true,
+    }
+}
+
+fn num(r: &Record, field: &str) -> Option<f64> {
+    if field == "id" {
+        return Some(r.id as f64);
+    }
+    match field_value(r, field)? {
+        Value::Int(i) => Some(*i as f64),
+        Value::Float(f) => Some(*f),
+        _ => None,
+    }
+}
+
+fn int(r: &Record, field: &str) -> Option<i64> {
+    if field == "id" {
+        return Some(r.id);
+    }
+    match field_value(r, field)? {
+        Value::Int(i) => Some(*i),
+        _ => None,
+    }
+}
+
+fn compute(req: &SummarizeRequest, rows: &[&Record], data_type_of: &dyn Fn(&str) -> Option<DataType>) -> Vec<(String, Value)> {
+    let mut out: Vec<(String, Value)> = Vec::new();
+    for s in &req.summaries {
+        let f = s.field.as_str();
+        let is_int = f == "id" || !matches!(data_type_of(f), Some(DataType::Float | DataType::Currency));
+        let v = match s.kind {
+            SummaryType::RecordCount => Value::Int(rows.len() as i64),
+            SummaryType::Count => Value::Int(rows.iter().filter(|r| f == "id" || non_empty(field_value(r, f))).count() as i64),
+            SummaryType::Sum if is_int => Value::Int(rows.iter().filter_map(|r| int(r, f)).sum()),
+            SummaryType::Sum => Value::Float(rows.iter().filter_map(|r| num(r, f)).sum()),
+            SummaryType::Maximum | SummaryType::Minimum if is_int => {
+                let it = rows.iter().filter_map(|r| int(r, f));
+                let m = if s.kind == SummaryType::Maximum { it.max() } else { it.min() };
+                m.map(Value::Int).unwrap_or(Value::Null)
+            }
+            SummaryType::Maximum | SummaryType::Minimum => {
+                let vals: Vec<f64> = rows.iter().filter_map(|r| num(r, f)).collect();
+                let m = if s.kind == SummaryType::Maximum {
+                    vals.iter().copied().reduce(f64::max)
+                } else {
+                    vals.iter().copied().reduce(f64::min)
+                };
+                m.map(Value::Float).unwrap_or(Value::Null)
+            }
+            SummaryType::Average => {
+                let vals: Vec<f64> = rows.iter().filter_map(|r| num(r, f)).collect();
+                if vals.is_empty() {
+                    Value::Null
+                } else {
+                    Value::Float(vals.iter().sum::<f64>() / vals.len() as f64)
+                }
+            }
+            SummaryType::Earliest | SummaryType::Latest => {
+                let vals = rows.iter().filter_map(|r| match field_value(r, f) {
+                    Some(v @ (Value::Date(_) | Value::DateTime(_))) => Some(v),
+                    _ => None,
+                });
+                let m = if s.kind == SummaryType::Latest {
+                    vals.max_by(|a, b| cmp_dates(a, b))
+                } else {
+                    vals.min_by(|a, b| cmp_dates(a, b))
+                };
+                m.cloned().unwrap_or(Value::Null)
+            }
+            SummaryType::Checked | SummaryType::Unchecked => {
+                let want = s.kind == SummaryType::Checked;
+                Value::Int(
+                    rows.iter()
+                        .filter(|r| matches!(field_value(r, f), Some(Value::Bool(b)) if *b == want))
+                        .count() as i64,
+                )
+            }
+            // Rejected by `check_supported`.
+            SummaryType::Percentage | SummaryType::StatusPercentage | SummaryType::StatusPercentageAsFloat | SummaryType::StatusList => {
+                Value::Null
+            }
+        };
+        // Last entry per field wins, as on the site (GT 020).
+        if let Some(slot) = out.iter_mut().find(|(k, _)| k == f) {
+            slot.1 = v;
+        } else {
+            out.push((f.to_owned(), v));
+        }
+    }
+    out
+}
+
+fn cmp_dates(a: &Value, b: &Value) -> Ordering {
+    match (a, b) {
+        (Value::Date(x), Value::Date(y)) => x.cmp(y),
+        (Value::DateTime(x), Value::DateTime(y)) => x.cmp(y),
+        _ => Ordering::Equal,
+    }
+}
+
+/// The grouping key of one row: (display name, value).
+fn group_key(r: &Record, field: &str) -> (String, Value) {
+    match field_value(r, field) {
+        Some(Value::Text(s)) if !s.is_empty() => (s.clone(), Value::Text(s.clone())),
+        Some(Value::Entity(link)) => (link.name.clone().unwrap_or_default(), Value::Entity(link.clone())),
+        _ => (String::new(), Value::Null),
+    }
+}
+
+fn same_group(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Entity(x), Value::Entity(y)) => x.same_target(y),
+        _ => a == b,
+    }
+}
+
+fn group_level(
+    req: &SummarizeRequest,
+    rows: &[&Record],
+    level: usize,
+    data_type_of: &dyn Fn(&str) -> Option<DataType>,
+) -> Vec<SummaryGroup> {
+    let Some(g) = req.grouping.get(level) else {
+        return Vec::new();
+    };
+    let mut buckets: Vec<(String, Value, Vec<&Record>)> = Vec::new();
+    for r in rows {
+        let (name, value) = group_key(r, &g.field);
+        match buckets.iter_mut().find(|(_, v, _)| same_group(v, &value)) {
+            Some(b) => b.2.push(r),
+            None => buckets.push((name, value, vec![*r])),
+        }
+    }
+    buckets.sort_by(|a, b| {
+        let o =
+            a.0.to_lowercase()
+                .cmp(&b.0.to_lowercase())
+                .then_with(|| a.0.cmp(&b.0))
+                .then_with(|| link_id(&a.1).cmp(&link_id(&b.1)));
+        if g.direction == Direction::Desc { o.reverse() } else { o }
+    });
+    buckets
+        .into_iter()
+        .map(|(name, value, members)| SummaryGroup {
+            name,
+            value,
+            summaries: compute(req, &members, data_type_of),
+            groups: group_level(req, &members, level + 1, data_type_of),
+        })
+        .collect()
+}
+
+fn link_id(v: &Value) -> i64 {
+    match v {
+        Value::Entity(r) => r.id,
+        _ => 0,
+    }
+}
+
+/// Parses the api3 wire form of `summaries` and `grouping`.
+pub fn parse_wire(summaries: &Json, grouping: Option<&Json>) -> Result<SummarizeRequest, SummarizeError> {
+    let list = summaries
+        .as_array()
+        .ok_or_else(|| SummarizeError::Invalid(format!("summaries must be a list, got {summaries}")))?;
+    let mut req = SummarizeRequest::default();
+    for s in list {
+        let field = s.get("field").and_then(Json::as_str).unwrap_or_default().to_owned();
+        let t = s.get("type").and_then(Json::as_str).unwrap_or_default();
+        let kind = SummaryType::parse(t).ok_or_else(|| {
+            SummarizeError::Invalid(format!(
+                "summary type {t:?} for field {field:?} must be one of: {}",
+                SummaryType::ALL.map(SummaryType::as_str).join(", ")
+            ))
+        })?;
+        req.summaries.push(SummaryField { field, kind });
+    }
+    if let Some(g) = grouping.filter(|g| !g.is_null()) {
+        let list = g
+            .as_array()
+            .ok_or_else(|| SummarizeError::Invalid(format!("grouping must be a list, got {g}")))?;
+        for item in list {
+            let field = item.get("field").and_then(Json::as_str).unwrap_or_default().to_owned();
+            let t = item.get("type").and_then(Json::as_str).unwrap_or("exact");
+            let kind = GroupingType::parse(t).ok_or_else(|| {
+                SummarizeError::Invalid(format!(
+                    "grouping type {t:?} for field {field:?} must be one of: {}",
+                    GroupingType::ALL.map(GroupingType::as_str).join(", ")
+                ))
+            })?;
+            let direction = match item.get("direction").and_then(Json::as_str).unwrap_or("asc") {
+                "desc" => Direction::Desc,
+                _ => Direction::Asc,
+            };
+            req.grouping.push(Grouping { field, kind, direction });
+        }
+    }
+    Ok(req)
+}
+
+/// The fields a summarize needs as return fields of the underlying find.
+pub fn needed_fields(req: &SummarizeRequest) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for f in req.summaries.iter().map(|s| &s.field).chain(req.grouping.iter().map(|g| &g.field)) {
+        if f != "id" && !out.contains(f) {
+            out.push(f.clone());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

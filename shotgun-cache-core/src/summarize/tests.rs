@@ -1,0 +1,239 @@
+//! Unit tests of the summarize semantics over hand-built records.
+
+use std::collections::BTreeMap;
+
+use serde_json::json;
+
+use super::*;
+use crate::model::{Date, DateTime, EntityRef};
+
+fn rec(id: i64, fields: &[(&str, Value)]) -> Record {
+    Record {
+        entity_type: "Shot".into(),
+        id,
+        fields: fields.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect::<BTreeMap<_, _>>(),
+    }
+}
+
+fn types(f: &str) -> Option<DataType> {
+    Some(match f {
+        "id" | "cut_in" => DataType::Number,
+        "rate" => DataType::Float,
+        "code" => DataType::Text,
+        "sg_status_list" => DataType::StatusList,
+        "due" => DataType::Date,
+        "created_at" => DataType::DateTime,
+        "flag" => DataType::Checkbox,
+        "sg_sequence" => DataType::Entity,
+        "assets" => DataType::MultiEntity,
+        _ => return None,
+    })
+}
+
+fn seq(id: i64, name: &str) -> Value {
+    Value::Entity(EntityRef {
+        entity_type: "Sequence".into(),
+        id,
+        name: Some(name.into()),
+    })
+}
+
+fn rows() -> Vec<Record> {
+    let d = |s: &str| Value::Date(Date::parse(s).expect("test date"));
+    vec![
+        rec(
+            1,
+            &[
+                ("cut_in", Value::Int(10)),
+                ("rate", Value::Float(1.5)),
+                ("sg_status_list", Value::Text("ip".into())),
+                ("due", d("2024-03-01")),
+                ("flag", Value::Bool(true)),
+                ("sg_sequence", seq(7, "seq01")),
+                ("created_at", Value::DateTime(DateTime(1_700_000_000))),
+            ],
+        ),
+        rec(
+            2,
+            &[
+                ("cut_in", Value::Int(20)),
+                ("rate", Value::Null),
+                ("sg_status_list", Value::Text("fin".into())),
+                ("due", d("2024-01-15")),
+                ("flag", Value::Bool(false)),
+                ("sg_sequence", seq(8, "Alpha")),
+                ("created_at", Value::DateTime(DateTime(1_600_000_000))),
+            ],
+        ),
+        rec(
+            3,
+            &[
+                ("cut_in", Value::Null),
+                ("rate", Value::Float(2.5)),
+                ("sg_status_list", Value::Text("ip".into())),
+                ("due", Value::Null),
+                ("flag", Value::Bool(true)),
+                ("sg_sequence", Value::Null),
+                ("created_at", Value::DateTime(DateTime(1_650_000_000))),
+            ],
+        ),
+    ]
+}
+
+fn req(summaries: Json, grouping: Option<Json>) -> SummarizeRequest {
+    parse_wire(&summaries, grouping.as_ref()).expect("valid wire request")
+}
+
+fn run(summaries: Json, grouping: Option<Json>) -> Json {
+    summarize(&req(summaries, grouping), &rows(), &types).expect("supported").to_json()
+}
+
+#[test]
+fn totals_for_every_supported_type() {
+    let out = run(
+        json!([
+            {"field": "id", "type": "record_count"},
+            {"field": "cut_in", "type": "sum"},
+            {"field": "rate", "type": "average"},
+            {"field": "due", "type": "latest"},
+            {"field": "created_at", "type": "earliest"},
+            {"field": "flag", "type": "checked"},
+            {"field": "sg_sequence", "type": "count"},
+        ]),
+        None,
+    );
+    assert_eq!(
+        out,
+        json!({"summaries": {"id": 3, "cut_in": 30, "rate": 2.0, "due": "2024-03-01",
+                             "created_at": "2020-09-13T12:26:40Z", "flag": 2, "sg_sequence": 2},
+               "groups": []})
+    );
+}
+
+#[test]
+fn min_max_unchecked_and_empty_sets() {
+    let out = run(
+        json!([{"field": "cut_in", "type": "maximum"}, {"field": "rate", "type": "minimum"}, {"field": "flag", "type": "unchecked"}]),
+        None,
+    );
+    assert_eq!(out["summaries"], json!({"cut_in": 20, "rate": 1.5, "flag": 1}));
+    let none = summarize(
+        &req(
+            json!([{"field": "cut_in", "type": "sum"}, {"field": "rate", "type": "average"}, {"field": "due", "type": "earliest"}]),
+            None,
+        ),
+        &[],
+        &types,
+    )
+    .expect("supported")
+    .to_json();
+    assert_eq!(none["summaries"], json!({"cut_in": 0, "rate": null, "due": null}));
+}
+
+#[test]
+fn last_summary_on_a_field_wins() {
+    let out = run(json!([{"field": "id", "type": "count"}, {"field": "id", "type": "maximum"}]), None);
+    assert_eq!(out["summaries"], json!({"id": 3}));
+    let out = run(json!([{"field": "id", "type": "maximum"}, {"field": "id", "type": "count"}]), None);
+    assert_eq!(out["summaries"], json!({"id": 3}));
+    let out = run(
+        json!([{"field": "cut_in", "type": "record_count"}, {"field": "cut_in", "type": "sum"}]),
+        None,
+    );
+    assert_eq!(out["summaries"], json!({"cut_in": 30}));
+}
+
+#[test]
+fn exact_grouping_on_status_orders_by_name() {
+    let out = run(
+        json!([{"field": "id", "type": "count"}]),
+        Some(json!([{"field": "sg_status_list", "type": "exact", "direction": "asc"}])),
+    );
+    assert_eq!(
+        out["groups"],
+        json!([
+            {"group_name": "fin", "group_value": "fin", "summaries": {"id": 1}},
+            {"group_name": "ip", "group_value": "ip", "summaries": {"id": 2}},
+        ])
+    );
+    let desc = run(
+        json!([{"field": "id", "type": "count"}]),
+        Some(json!([{"field": "sg_status_list", "type": "exact", "direction": "desc"}])),
+    );
+    assert_eq!(desc["groups"][0]["group_name"], json!("ip"));
+}
+
+#[test]
+fn entity_grouping_has_valid_links_and_an_empty_group_first() {
+    let out = run(
+        json!([{"field": "cut_in", "type": "sum"}]),
+        Some(json!([{"field": "sg_sequence", "type": "exact", "direction": "asc"}])),
+    );
+    assert_eq!(
+        out["groups"],
+        json!([
+            {"group_name": "", "group_value": null, "summaries": {"cut_in": 0}},
+            {"group_name": "Alpha", "group_value": {"type": "Sequence", "id": 8, "name": "Alpha", "valid": "valid"}, "summaries": {"cut_in": 20}},
+            {"group_name": "seq01", "group_value": {"type": "Sequence", "id": 7, "name": "seq01", "valid": "valid"}, "summaries": {"cut_in": 10}},
+        ])
+    );
+}
+
+#[test]
+fn nested_grouping_nests_groups() {
+    let out = run(
+        json!([{"field": "id", "type": "count"}]),
+        Some(
+            json!([{"field": "sg_status_list", "type": "exact", "direction": "asc"}, {"field": "sg_sequence", "type": "exact", "direction": "asc"}]),
+        ),
+    );
+    let ip = &out["groups"][1];
+    assert_eq!(ip["group_name"], json!("ip"));
+    assert_eq!(ip["summaries"], json!({"id": 2}));
+    assert_eq!(ip["groups"].as_array().map(Vec::len), Some(2));
+    assert_eq!(ip["groups"][1]["group_value"]["id"], json!(7));
+    assert!(out["groups"][0]["groups"].is_array());
+}
+
+#[test]
+fn unsupported_types_name_the_reason() {
+    for (s, g, needle) in [
+        (
+            json!([{"field": "sg_status_list", "type": "status_percentage"}]),
+            None,
+            "status_list_summary_exclude",
+        ),
+        (json!([{"field": "code", "type": "percentage"}]), None, "percentage"),
+        (json!([{"field": "code", "type": "sum"}]), None, "text field"),
+        (json!([{"field": "sg_foo", "type": "count"}]), None, "sg_foo is not cached"),
+        (
+            json!([{"field": "id", "type": "count"}]),
+            Some(json!([{"field": "due", "type": "month"}])),
+            "grouping month on due",
+        ),
+        (
+            json!([{"field": "id", "type": "count"}]),
+            Some(json!([{"field": "cut_in", "type": "exact"}])),
+            "number field",
+        ),
+    ] {
+        let err = summarize(&req(s.clone(), g), &rows(), &types).expect_err("unsupported");
+        assert!(matches!(err, SummarizeError::Unsupported { .. }), "{s}: {err}");
+        assert!(err.to_string().contains(needle), "{s}: {err}");
+    }
+}
+
+#[test]
+fn wire_errors_list_the_valid_types() {
+    let err = parse_wire(&json!([{"field": "id", "type": "zzprobe"}]), None).expect_err("invalid");
+    assert!(err.to_string().contains("record_count, count, sum"), "{err}");
+    let err = parse_wire(&json!([]), Some(&json!([{"field": "code", "type": "bogus"}]))).expect_err("invalid");
+    assert!(err.to_string().contains("exact, tens"), "{err}");
+    assert_eq!(
+        needed_fields(&req(
+            json!([{"field": "id", "type": "count"}, {"field": "cut_in", "type": "sum"}]),
+            Some(json!([{"field": "cut_in"}]))
+        )),
+        vec!["cut_in".to_owned()]
+    );
+}
