@@ -15,4 +15,8 @@ pub mod validate;
 
 pub use ast::{Condition, FieldPath, Filter, Hop, LogicalOp, Operand, Operator, RawCondition, RawFilter, TimeUnit};
 pub use eval::{EntitySource, matches};
-pub use validate::{FilterError, validate, validate_path};
+pub use parse::{parse_any, parse_with_operator};
+pub use validate::{FilterError, MAX_FILTER_DEPTH, valid_relations, validate, validate_path};
+
+#[cfg(test)]
+mod tests;
