@@ -386,8 +386,8 @@ def test_security_context(ci):
 
 @pytest.mark.parametrize("ci", CI_FILES)
 def test_no_service_link_variables(ci):
-    """Service links would put SHOTGUN_CACHE_<SERVICE>_PORT... into the environment of a release
-    named shotgun-cache, which the services read as unknown config overrides."""
+    """Service links would put SHOTGUN_CACHE_<SERVICE>_PORT... variables into the environment of
+    a release named shotgun-cache, in the namespace of the services' config overrides."""
     for comp in ("syncer", "query-server"):
         assert deployment(render_ci(ci), comp)["spec"]["template"]["spec"]["enableServiceLinks"] is False
 
@@ -594,6 +594,17 @@ def test_full_features():
     assert set(nps) == {"sgc-query-server", "sgc-syncer"}
     for name, comp in (("sgc-query-server", "query-server"), ("sgc-syncer", "syncer")):
         assert nps[name]["spec"]["podSelector"]["matchLabels"] == deployment(docs, comp)["spec"]["selector"]["matchLabels"]
+    qrules = nps["sgc-query-server"]["spec"]["ingress"]
+    release_only = {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "shotgun-cache",
+                                                    "app.kubernetes.io/instance": RELEASE}}}
+    assert qrules[0] == {"from": [release_only]}
+    assert qrules[1] == {"ports": [{"port": 50051, "protocol": "TCP"}, {"port": 8080, "protocol": "TCP"}]}, \
+        "gRPC/HTTP open to everyone when queryServerFrom is empty"
+    assert qrules[2]["ports"] == [{"port": 9091, "protocol": "TCP"}]
+    assert qrules[2]["from"][0]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "monitoring"}
+    srules = nps["sgc-syncer"]["spec"]["ingress"]
+    assert srules[0] == {"from": [release_only]}
+    assert {p["port"] for p in srules[1]["ports"]} == {50052, 9090}
     # scheduling knobs
     spec = deployment(docs, "syncer")["spec"]["template"]["spec"]
     assert spec["nodeSelector"] == {"kubernetes.io/os": "linux"}
