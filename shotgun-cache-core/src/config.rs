@@ -137,6 +137,9 @@ impl Default for QueryServerConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct Api3Config {
     pub forward: bool,
+    /// The syncer's gRPC address (`http://host:50052`), asked to re-read entities after a forwarded
+    /// write so the writer reads its own write at once. Empty: wait for the event log instead.
+    pub syncer_url: String,
     #[serde(skip)]
     pub clients: Vec<(String, Secret)>,
 }
@@ -145,6 +148,7 @@ impl Default for Api3Config {
     fn default() -> Self {
         Api3Config {
             forward: true,
+            syncer_url: String::new(),
             clients: Vec::new(),
         }
     }
@@ -314,7 +318,7 @@ const SECTIONS: &[(&str, &[(&str, Kind)], &[&str])] = &[
         ],
         &[],
     ),
-    ("api3", &[("forward", Kind::Bool)], &["clients"]),
+    ("api3", &[("forward", Kind::Bool), ("syncer_url", Kind::Str)], &["clients"]),
 ];
 
 /// The keys of one `[types.X]` table.
