@@ -486,7 +486,10 @@ def test_defaults_use_rethinkdb_and_autoscale():
     for kind in ("ServiceMonitor", "NetworkPolicy", "Ingress"):
         assert docs_of(docs, kind) == [], f"{kind} should be off by default"
     assert cfg["auth"] == {"required": False}
-    assert cfg["api3"] == {"forward": True}
+    syncer = deployment(docs, "syncer")["metadata"]["name"]
+    assert cfg["api3"] == {"forward": True, "syncer_url": f"http://{syncer}.{NAMESPACE}.svc:50052"}
+    services = {s["metadata"]["name"] for s in docs_of(docs, "Service")}
+    assert syncer in services
 
 
 def test_rethinkdb_with_existing_secrets():
