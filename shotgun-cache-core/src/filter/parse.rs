@@ -26,7 +26,8 @@ pub fn parse_any(v: &Json) -> Result<RawFilter, FilterError> {
             children: Vec::new(),
         }),
         Json::Array(items) => parse_list(items, LogicalOp::And, 1),
-        Json::Object(_) => parse_item(v, 1),
+        // A top-level group object is depth 1, like a top-level list.
+        Json::Object(_) => parse_item(v, 0),
         other => Err(FilterError::Malformed(format!(
             "expected a list of conditions or a {{\"logical_operator\", \"conditions\"}} object, got {}",
             short(other)
