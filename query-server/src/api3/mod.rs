@@ -1,0 +1,393 @@
+//! The `shotgun_api3` drop-in: `POST /api3/json` (protocol §2) on `query_server.http_listen`, so
+//! existing Python tools get the cache by changing one URL.
+//!
+//! # What is answered here, and what goes to the site
+//! - `info`: answered here (no auth, as on the site): the site's own `info` (fetched once) with a
+//!   version of at least 8.0 so `shotgun_api3` turns on its modern paging, plus a `shotgun_cache`
+//!   key so a person can tell the answer came from the cache.
+//! - `read`, `summarize`, `schema_read`, `schema_entity_read`, `schema_field_read`: answered from the
+//!   cache when every type, field, filter, sort and option in the call is cached and understood
+//!   (the planners in [`read`]); otherwise forwarded.
+//! - `create`, `update`, `delete`, `revive`, `batch`: forwarded, then made visible in the cache before
+//!   the answer (see [`forward`]: the syncer re-reads the touched entities; the query-server never
+//!   writes the store).
+//! - Everything else (`text_search`, uploads, thumbnails, schema writes, ...): forwarded.
+//!
+//! "Forwarded" means sent to the site unchanged (with the client's own credentials) and answered
+//! unchanged; with `api3.forward = false` the call is refused instead, with a fault that says why.
+//!
+//! # Credentials
+//! Every call but `info` must carry script credentials listed in `api3.clients`
+//! (`SHOTGUN_CACHE_API3__CLIENTS`); anything else gets the site's authentication fault shape
+//! (code 102, which `shotgun_api3` raises as `AuthenticationFault`).
+
+pub(crate) mod forward;
+pub(crate) mod read;
+pub(crate) mod wire;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::{Value as Json, json};
+use shotgun_cache_core::config::Config;
+use shotgun_cache_core::filter::Filter;
+use shotgun_cache_core::model::DataType;
+use shotgun_cache_core::query::FindQuery;
+use shotgun_cache_core::store::{CountQuery, Store};
+use shotgun_cache_core::summarize::{self, SummarizeRequest, SummaryResult};
+use shotgun_cache_proto::v1::syncer_service_client::SyncerServiceClient;
+use tokio::sync::OnceCell;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::AppState;
+use crate::catalog::{Catalog, CatalogSnapshot};
+use crate::error::QueryError;
+use read::NotAnswerable;
+use wire::{Call, ERR_REQUEST, Fault};
+
+/// The version the cache claims when the site is older or cannot be asked: new enough for every
+/// feature gate of `shotgun_api3` (paging without counts needs 7.4.0).
+const MIN_VERSION: [i64; 3] = [8, 0, 0];
+
+/// How long a forwarded write may take to show in the cache before the client is answered anyway.
+const VISIBILITY_WAIT: Duration = Duration::from_secs(10);
+
+/// The HTTP router for the api3 listener, built from the shared query-server state. A bad
+/// `api3.syncer_url` is logged, and read-your-writes then falls back to waiting for the event log.
+pub fn router(state: AppState) -> Router {
+    let api = match Api3::new(state.store.clone(), state.catalog.clone(), &state.config) {
+        Ok(api) => api,
+        Err(e) => {
+            tracing::error!(error = %e, "api3: bad configuration; forwarded writes will wait for the event log");
+            let mut config = (*state.config).clone();
+            config.api3.syncer_url = String::new();
+            match Api3::new(state.store.clone(), state.catalog.clone(), &config) {
+                Ok(api) => api,
+                Err(e) => {
+                    tracing::error!(error = %e, "api3: cannot start the endpoint");
+                    return Router::new();
+                }
+            }
+        }
+    };
+    router_for(api)
+}
+
+/// The api3 routes (`POST /api3/json`) on `api`.
+pub fn router_for(api: Api3) -> Router {
+    Router::new()
+        .route("/api3/json", post(handle))
+        .with_state(api)
+}
+
+/// The api3 endpoint's state. Cheap to clone.
+#[derive(Clone)]
+pub struct Api3 {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    catalog: Catalog,
+    site_url: String,
+    forward: bool,
+    clients: Vec<(String, String)>,
+    http: reqwest::Client,
+    syncer: Option<SyncerServiceClient<Channel>>,
+    site_info: OnceCell<Json>,
+}
+
+impl Api3 {
+    /// Builds the endpoint from the shared config (`site.url`, `[api3]`).
+    ///
+    /// # Errors
+    /// When `api3.syncer_url` is not a valid URI, or the HTTP client cannot be built.
+    pub fn new(store: Arc<dyn Store>, catalog: Catalog, config: &Config) -> anyhow::Result<Api3> {
+        let syncer = match config.api3.syncer_url.trim() {
+            "" => None,
+            url => Some(SyncerServiceClient::new(
+                Endpoint::from_shared(url.to_owned())
+                    .map_err(|e| {
+                        anyhow::anyhow!("api3.syncer_url {url:?} is not a valid URI: {e}")
+                    })?
+                    .connect_timeout(Duration::from_secs(2))
+                    .connect_lazy(),
+            )),
+        };
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(300))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| {
+                anyhow::anyhow!("cannot build the HTTP client for forwarding to the site: {e}")
+            })?;
+        Ok(Api3 {
+            inner: Arc::new(Inner {
+                store,
+                catalog,
+                site_url: config.site.url.clone(),
+                forward: config.api3.forward,
+                clients: config
+                    .api3
+                    .clients
+                    .iter()
+                    .map(|(n, k)| (n.clone(), k.expose().to_owned()))
+                    .collect(),
+                http,
+                syncer,
+                site_info: OnceCell::new(),
+            }),
+        })
+    }
+}
+
+fn json_response(v: &Json) -> Response {
+    let mut r = (StatusCode::OK, v.to_string()).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    r
+}
+
+fn fault_response(f: &Fault) -> Response {
+    json_response(&f.to_json())
+}
+
+async fn handle(State(api): State<Api3>, body: Bytes) -> Response {
+    let call = match wire::parse_call(&body) {
+        Ok(c) => c,
+        Err(f) => return fault_response(&f),
+    };
+    if call.method == "info" {
+        return json_response(&wire::results(api.info().await));
+    }
+    if let Err(f) = wire::check_auth(&call.auth, &api.inner.clients) {
+        return fault_response(&f);
+    }
+    let answered = match call.method.as_str() {
+        "read" => api.read(&call.params).await,
+        "summarize" => api.summarize(&call.params).await,
+        "schema_read" | "schema_entity_read" | "schema_field_read" => {
+            read::schema_answer(&api.inner.catalog.snapshot(), &call.method, &call.params)
+        }
+        "create" | "update" | "delete" | "revive" | "batch" => {
+            return api.write_through(&call, body).await;
+        }
+        other => Err(NotAnswerable(format!(
+            "method {other} is answered by the site only"
+        ))),
+    };
+    match answered {
+        Ok(v) => json_response(&wire::results(v)),
+        Err(reason) => {
+            tracing::debug!(method = %call.method, %reason, "api3 call forwarded");
+            api.forward_or_refuse(&call, body, &reason).await
+        }
+    }
+}
+
+impl Api3 {
+    async fn info(&self) -> Json {
+        let site = self
+            .inner
+            .site_info
+            .get_or_try_init(|| async {
+                let body = Bytes::from_static(br#"{"method_name":"info","params":[]}"#);
+                let answer = forward::forward(&self.inner.http, &self.inner.site_url, body).await.map_err(|e| e.to_string())?;
+                let v: Json = serde_json::from_slice(&answer.body).map_err(|e| e.to_string())?;
+                v.get("results").cloned().filter(Json::is_object).ok_or_else(|| format!("unexpected info answer {v}"))
+            })
+            .await
+            .cloned()
+            .unwrap_or_else(|e: String| {
+                tracing::warn!(error = %e, "cannot read the site's info; answering with the cache's defaults");
+                json!({"api_max_entities_per_page": 500, "user_authentication_method": "default", "s3_uploads_enabled": false})
+            });
+        info_answer(site, &self.inner.site_url, &self.inner.catalog.snapshot())
+    }
+
+    async fn read(&self, p: &Json) -> Result<Json, NotAnswerable> {
+        let snap = self.inner.catalog.snapshot();
+        let plan = read::plan_read(&snap, p)?;
+        let rows = self.inner.store.find(&plan.query).await.map_err(store_na)?;
+        let count = if plan.want_count {
+            let q = CountQuery {
+                entity_type: plan.query.entity_type.clone(),
+                filter: plan.query.filter.clone(),
+                retired_only: plan.query.retired_only,
+                now: shotgun_cache_core::model::DateTime::now(),
+            };
+            Some(self.inner.store.count(&q).await.map_err(store_na)?)
+        } else {
+            None
+        };
+        Ok(read::read_answer(&plan, rows, count))
+    }
+
+    async fn summarize(&self, p: &Json) -> Result<Json, NotAnswerable> {
+        let snap = self.inner.catalog.snapshot();
+        let plan = read::plan_summarize(&snap, p)?;
+        let rows = self.inner.store.find(&plan.query).await.map_err(store_na)?;
+        read::summarize_answer(&plan, &rows)
+    }
+
+    async fn forward_or_refuse(
+        &self,
+        call: &Call,
+        body: Bytes,
+        reason: &NotAnswerable,
+    ) -> Response {
+        if !self.inner.forward {
+            return fault_response(&Fault::new(
+                ERR_REQUEST,
+                format!(
+                    "API {}() cannot be answered from the cache: {reason}; forwarding to the site is disabled (api3.forward = false)",
+                    call.method
+                ),
+            ));
+        }
+        match forward::forward(&self.inner.http, &self.inner.site_url, body).await {
+            Ok(answer) => site_response(answer),
+            Err(e) => fault_response(&Fault::new(ERR_REQUEST, e.to_string())),
+        }
+    }
+
+    async fn write_through(&self, call: &Call, body: Bytes) -> Response {
+        if !self.inner.forward {
+            return fault_response(&Fault::new(
+                ERR_REQUEST,
+                format!(
+                    "API {}() is a write, which only the site can do; forwarding is disabled (api3.forward = false)",
+                    call.method
+                ),
+            ));
+        }
+        let answer = match forward::forward(&self.inner.http, &self.inner.site_url, body).await {
+            Ok(a) => a,
+            Err(e) => return fault_response(&Fault::new(ERR_REQUEST, e.to_string())),
+        };
+        if answer.status == 200 {
+            if let Ok(v) = serde_json::from_slice::<Json>(&answer.body) {
+                if v.get("exception").and_then(Json::as_bool) != Some(true) {
+                    if let Some(results) = v.get("results") {
+                        let snap = self.inner.catalog.snapshot();
+                        let touched: Vec<_> = forward::touched(&call.method, &call.params, results)
+                            .into_iter()
+                            .filter(|t| snap.is_cached_type(&t.entity_type))
+                            .collect();
+                        forward::make_visible(
+                            self.inner.syncer.as_ref(),
+                            self.inner.store.as_ref(),
+                            &touched,
+                            VISIBILITY_WAIT,
+                        )
+                        .await;
+                    }
+                }
+            }
+        }
+        site_response(answer)
+    }
+}
+
+fn store_na(e: shotgun_cache_core::store::StoreError) -> NotAnswerable {
+    NotAnswerable(format!("the store failed: {e}"))
+}
+
+fn site_response(answer: forward::SiteAnswer) -> Response {
+    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut r = (status, answer.body).into_response();
+    if let Some(ct) = answer
+        .content_type
+        .and_then(|c| HeaderValue::from_str(&c).ok())
+    {
+        r.headers_mut().insert(header::CONTENT_TYPE, ct);
+    }
+    r
+}
+
+/// The `info` answer: the site's info, its version raised to at least [`MIN_VERSION`], and a
+/// `shotgun_cache` key naming the cache, its version, the site and the types it serves.
+pub(crate) fn info_answer(mut site: Json, site_url: &str, snap: &CatalogSnapshot) -> Json {
+    let version: Vec<i64> = site
+        .get("version")
+        .and_then(Json::as_array)
+        .map(|a| a.iter().filter_map(Json::as_i64).collect())
+        .unwrap_or_default();
+    if version.len() < 3 || version[..3] < MIN_VERSION[..] {
+        site["version"] = json!(MIN_VERSION);
+        site["full_version"] = json!([MIN_VERSION[0], MIN_VERSION[1], MIN_VERSION[2], 0]);
+    }
+    if site.get("api_max_entities_per_page").is_none() {
+        site["api_max_entities_per_page"] = json!(500);
+    }
+    let types: Vec<&String> = snap.layouts.keys().collect();
+    site["shotgun_cache"] = json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "site": site_url,
+        "cached_types": types,
+    });
+    site
+}
+
+/// The shared summarize behind the gRPC `Summarize` rpc: checks that the type and every field are
+/// cached and served, fetches the matching rows and computes the summaries.
+///
+/// # Errors
+/// [`QueryError::InvalidArgument`] for a summary or grouping the cache cannot answer exactly (the
+/// message says why), and the usual type, field and store errors.
+pub async fn summarize_cached(
+    store: &dyn Store,
+    snap: &CatalogSnapshot,
+    entity_type: &str,
+    filter: Filter,
+    request: &SummarizeRequest,
+) -> Result<SummaryResult, QueryError> {
+    snap.check_served_type(entity_type)?;
+    let schema = snap.schema()?;
+    let mut data_types: Vec<(String, DataType)> = Vec::new();
+    let mut fields = Vec::new();
+    for f in request
+        .summaries
+        .iter()
+        .map(|s| &s.field)
+        .chain(request.grouping.iter().map(|g| &g.field))
+    {
+        if data_types.iter().any(|(k, _)| k == f) {
+            continue;
+        }
+        if f == "id" {
+            data_types.push((f.clone(), DataType::Number));
+            continue;
+        }
+        let fp = shotgun_cache_core::filter::validate_path(schema, entity_type, f)?;
+        snap.check_path_cached(entity_type, &fp, "summary")?;
+        data_types.push((f.clone(), fp.leaf_type));
+        fields.push(fp);
+    }
+    let lookup = |f: &str| data_types.iter().find(|(k, _)| k == f).map(|(_, t)| *t);
+    summarize::check_supported(request, &lookup)
+        .map_err(|e| QueryError::InvalidArgument(e.to_string()))?;
+    let query = FindQuery {
+        entity_type: entity_type.to_owned(),
+        filter,
+        fields,
+        sorts: Vec::new(),
+        offset: 0,
+        limit: None,
+        retired_only: false,
+    };
+    let rows = store.find(&query).await?;
+    summarize::summarize(request, &rows, &lookup)
+        .map_err(|e| QueryError::InvalidArgument(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests;

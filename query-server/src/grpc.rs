@@ -1,0 +1,349 @@
+//! The tonic adapter: `shotgun_cache.v1.QueryService` over the domain [`QueryService`].
+//!
+//! This file only converts (through `convert`), enforces per-call deadlines, and records per-rpc
+//! metrics. Wire types do not go past it. It also holds the two pieces of gRPC plumbing that sit
+//! in front of the service: the bearer-token interceptor and the layer that reports an oversized
+//! request as `RESOURCE_EXHAUSTED`.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use futures::{Stream, StreamExt};
+use shotgun_cache_proto::v1 as pb;
+use subtle::ConstantTimeEq;
+use tonic::codegen::http;
+use tonic::{Request, Response, Status};
+
+use crate::convert;
+use crate::error::QueryError;
+use crate::service::QueryService;
+
+/// The gRPC face of the query service.
+pub struct GrpcQueryService {
+    svc: QueryService,
+    /// The longest any unary call may run, whatever the client's deadline.
+    call_cap: Duration,
+}
+
+impl GrpcQueryService {
+    pub fn new(svc: QueryService, call_cap: Duration) -> GrpcQueryService {
+        GrpcQueryService { svc, call_cap }
+    }
+}
+
+/// Parses a `grpc-timeout` header value (`<digits><unit>`, unit one of H M S m u n).
+fn parse_grpc_timeout(v: &str) -> Option<Duration> {
+    let (digits, unit) = v.split_at(v.len().checked_sub(1)?);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// The deadline of a call: the client's `grpc-timeout` (a little earlier, so this server answers
+/// DEADLINE_EXCEEDED before tonic's own timer cancels the call), capped by the server's limit.
+fn call_deadline(md: &tonic::metadata::MetadataMap, cap: Duration) -> Duration {
+    let client = md
+        .get("grpc-timeout")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_grpc_timeout)
+        .map(|d| d.saturating_sub(Duration::from_millis(2)));
+    match client {
+        Some(d) => d.min(cap),
+        None => cap,
+    }
+}
+
+fn record(method: &'static str, started: Instant, code: tonic::Code) {
+    metrics::histogram!("grpc_server_handling_seconds", "method" => method)
+        .record(started.elapsed().as_secs_f64());
+    metrics::counter!("grpc_server_handled_total", "method" => method, "code" => format!("{code:?}")).increment(1);
+}
+
+impl GrpcQueryService {
+    /// Runs one unary call under its deadline and records its metrics.
+    async fn unary<T, F>(
+        &self,
+        method: &'static str,
+        md: &tonic::metadata::MetadataMap,
+        fut: F,
+    ) -> Result<Response<T>, Status>
+    where
+        F: std::future::Future<Output = Result<T, QueryError>>,
+    {
+        let started = Instant::now();
+        let deadline = call_deadline(md, self.call_cap);
+        let result = match tokio::time::timeout(deadline, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(QueryError::Deadline(deadline)),
+        };
+        match result {
+            Ok(v) => {
+                record(method, started, tonic::Code::Ok);
+                Ok(Response::new(v))
+            }
+            Err(e) => {
+                let status = Status::from(e);
+                record(method, started, status.code());
+                if status.code() == tonic::Code::Internal {
+                    tracing::error!(method, error = %status.message(), "query failed");
+                } else {
+                    tracing::debug!(method, code = ?status.code(), error = %status.message(), "query refused");
+                }
+                Err(status)
+            }
+        }
+    }
+}
+
+type WatchEvents = Pin<Box<dyn Stream<Item = Result<pb::WatchEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::query_service_server::QueryService for GrpcQueryService {
+    async fn find(
+        &self,
+        req: Request<pb::FindRequest>,
+    ) -> Result<Response<pb::FindResponse>, Status> {
+        self.unary("Find", req.metadata(), async {
+            let p = convert::find_from_pb(req.get_ref())?;
+            let page = self.svc.find(&p).await?;
+            Ok(pb::FindResponse {
+                records: page
+                    .records
+                    .into_iter()
+                    .map(convert::record_to_pb)
+                    .collect(),
+                next_cursor: page.next_cursor.unwrap_or_default(),
+            })
+        })
+        .await
+    }
+
+    async fn find_one(
+        &self,
+        req: Request<pb::FindOneRequest>,
+    ) -> Result<Response<pb::FindOneResponse>, Status> {
+        self.unary("FindOne", req.metadata(), async {
+            let p = convert::find_one_from_pb(req.get_ref())?;
+            let page = self.svc.find(&p).await?;
+            Ok(pb::FindOneResponse {
+                record: page.records.into_iter().next().map(convert::record_to_pb),
+            })
+        })
+        .await
+    }
+
+    async fn count(
+        &self,
+        req: Request<pb::CountRequest>,
+    ) -> Result<Response<pb::CountResponse>, Status> {
+        self.unary("Count", req.metadata(), async {
+            let p = convert::count_from_pb(req.get_ref())?;
+            Ok(pb::CountResponse {
+                count: self.svc.count(&p).await?,
+            })
+        })
+        .await
+    }
+
+    async fn get_schema(
+        &self,
+        req: Request<pb::GetSchemaRequest>,
+    ) -> Result<Response<pb::GetSchemaResponse>, Status> {
+        self.unary("GetSchema", req.metadata(), async {
+            let types = self.svc.schema(&req.get_ref().entity_types).await?;
+            Ok(convert::schema_to_pb(types))
+        })
+        .await
+    }
+
+    async fn sync_status(
+        &self,
+        req: Request<pb::SyncStatusRequest>,
+    ) -> Result<Response<pb::SyncStatusResponse>, Status> {
+        self.unary("SyncStatus", req.metadata(), async {
+            Ok(convert::sync_status_to_pb(self.svc.sync_status().await?))
+        })
+        .await
+    }
+
+    type WatchStream = WatchEvents;
+
+    async fn watch(
+        &self,
+        req: Request<pb::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let started = Instant::now();
+        let planned = async {
+            let p = convert::watch_from_pb(req.get_ref())?;
+            self.svc.plan_watch(&p).await
+        };
+        let plan = match tokio::time::timeout(self.call_cap, planned).await {
+            Ok(Ok(plan)) => plan,
+            Ok(Err(e)) => {
+                let status = Status::from(e);
+                record("Watch", started, status.code());
+                return Err(status);
+            }
+            Err(_) => {
+                let status = Status::from(QueryError::Deadline(self.call_cap));
+                record("Watch", started, status.code());
+                return Err(status);
+            }
+        };
+        record("Watch", started, tonic::Code::Ok);
+        let stream = self.svc.hub().subscribe(plan).map(|item| match item {
+            Ok(item) => Ok(convert::watch_item_to_pb(&item)),
+            Err(e) => Err(Status::from(e)),
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+/// Checks `authorization: Bearer <token>` against the configured tokens in constant time.
+#[derive(Clone)]
+pub struct AuthInterceptor {
+    required: bool,
+    /// Each accepted header value, `Bearer <token>`, as bytes.
+    accepted: Arc<Vec<Vec<u8>>>,
+}
+
+impl AuthInterceptor {
+    pub fn new(required: bool, tokens: &[String]) -> AuthInterceptor {
+        AuthInterceptor {
+            required,
+            accepted: Arc::new(
+                tokens
+                    .iter()
+                    .map(|t| format!("Bearer {t}").into_bytes())
+                    .collect(),
+            ),
+        }
+    }
+}
+
+impl tonic::service::Interceptor for AuthInterceptor {
+    fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
+        if !self.required {
+            return Ok(req);
+        }
+        let given = req
+            .metadata()
+            .get("authorization")
+            .map(|v| v.as_bytes())
+            .unwrap_or_default();
+        // Compare against every token (no early exit), so timing does not reveal which one matched.
+        let mut ok = subtle::Choice::from(0u8);
+        for t in self.accepted.iter() {
+            ok |= t.as_slice().ct_eq(given);
+        }
+        if bool::from(ok) {
+            Ok(req)
+        } else {
+            metrics::counter!("grpc_server_handled_total", "method" => "any", "code" => "Unauthenticated").increment(1);
+            Err(Status::unauthenticated(if given.is_empty() {
+                "missing bearer token: send metadata 'authorization: Bearer <token>'"
+            } else {
+                "invalid bearer token"
+            }))
+        }
+    }
+}
+
+/// A layer that turns tonic's "decoded message length too large" (`OUT_OF_RANGE`) into
+/// `RESOURCE_EXHAUSTED`, the code gRPC specifies for a request over the size limit.
+#[derive(Clone, Copy, Default)]
+pub struct OversizeLayer;
+
+impl<S> tower::Layer<S> for OversizeLayer {
+    type Service = Oversize<S>;
+    fn layer(&self, inner: S) -> Oversize<S> {
+        Oversize { inner }
+    }
+}
+
+#[derive(Clone)]
+pub struct Oversize<S> {
+    inner: S,
+}
+
+impl<S, B, RB> tower::Service<http::Request<B>> for Oversize<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<RB>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn std::future::Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let mut resp = fut.await?;
+            let oversize = resp.headers().get("grpc-status").is_some_and(|s| s == "11")
+                && resp
+                    .headers()
+                    .get("grpc-message")
+                    .and_then(|m| m.to_str().ok())
+                    .is_some_and(|m| m.contains("message length too large"));
+            if oversize {
+                resp.headers_mut()
+                    .insert("grpc-status", http::HeaderValue::from_static("8"));
+            }
+            Ok(resp)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeout_header_units() {
+        assert_eq!(parse_grpc_timeout("5S"), Some(Duration::from_secs(5)));
+        assert_eq!(parse_grpc_timeout("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_grpc_timeout("2H"), Some(Duration::from_secs(7200)));
+        assert_eq!(parse_grpc_timeout("10u"), Some(Duration::from_micros(10)));
+        assert_eq!(parse_grpc_timeout("x"), None);
+        assert_eq!(parse_grpc_timeout(""), None);
+        assert_eq!(parse_grpc_timeout("5Q"), None);
+    }
+
+    #[test]
+    fn deadline_is_capped_and_slightly_early() {
+        let mut md = tonic::metadata::MetadataMap::new();
+        assert_eq!(
+            call_deadline(&md, Duration::from_secs(30)),
+            Duration::from_secs(30)
+        );
+        md.insert(
+            "grpc-timeout",
+            tonic::metadata::MetadataValue::from_static("100m"),
+        );
+        assert_eq!(
+            call_deadline(&md, Duration::from_secs(30)),
+            Duration::from_millis(98)
+        );
+        md.insert(
+            "grpc-timeout",
+            tonic::metadata::MetadataValue::from_static("1H"),
+        );
+        assert_eq!(
+            call_deadline(&md, Duration::from_secs(30)),
+            Duration::from_secs(30)
+        );
+    }
+}
