@@ -1,19 +1,503 @@
 //! The embedded store: one SQLite file in WAL mode (one writer process, many reader processes).
+//!
+//! # Layout
+//! - One table per cached type, `e<generation>_<Type>`: `id INTEGER PRIMARY KEY`, bookkeeping columns
+//!   (`_retired`, `_rv` retired_version, `_lev` last_event_id, `_dn` display name, `_vbase` + `_vx`
+//!   per-field versions as "a base every field is at, plus a JSON map of the fields above it"), then one
+//!   typed column per cached field (`codec::Shape`): text as TEXT, numbers as INTEGER, floats as REAL,
+//!   checkbox as 0/1, dates as days since 1970, datetimes as Unix seconds, JSON-valued types as JSON
+//!   text, and single links as three columns `<f>__t`, `<f>__id`, `<f>__n` (type, id, stored name).
+//! - multi_entity values live in a side table per type, `m<generation>_<Type>(src_id, field, pos, dst_type,
+//!   dst_id, name)`, keyed `(src_id, field, pos)` and indexed on `(field, dst_id, dst_type)`, so
+//!   multi_entity `is`/`in` and deep links through multi hops are indexed `IN (SELECT ...)` subqueries.
+//! - Indexes come from `TypeLayout::indexed`: text-like fields on `sg_fold(col)` (case-insensitive
+//!   matching), numbers/dates on the column, links on `(<f>__id, <f>__t)`.
+//! - Bookkeeping tables: `sc_meta` (catalog generation, site schema), `sc_types` (layouts and table
+//!   generations, see `catalog`), `sc_type_state`, `sc_state`, and the journal `sc_journal(seq INTEGER
+//!   PRIMARY KEY AUTOINCREMENT, ...)` with the entity snapshot as JSON.
+//! - Staging is a newer table generation; `promote_staging` repoints the catalog in one transaction
+//!   (see `catalog`).
+//!
+//! # Connections and concurrency
+//! rusqlite is synchronous, so every call runs on `spawn_blocking`. One write connection (behind a
+//! mutex: SQLite has one writer anyway) runs each batch as one `BEGIN IMMEDIATE` transaction; reads take
+//! a connection from a small pool and run inside one read transaction (one WAL snapshot), so a find
+//! and the follow-up loads of its page see the same data. Every connection uses WAL,
+//! `synchronous=NORMAL` and a busy timeout, and registers the `sg_*` functions the schema and the
+//! compiled filters use (see [`register_functions`]); a file written by this backend therefore
+//! needs these functions to be *written* by another SQLite client (reading works without them as
+//! long as no `sg_` index expression is evaluated).
+//!
+//! # Semantics decisions (all backends follow them; the conformance suite checks them)
+//! - `Upsert` replaces the fields it carries (a field absent from `entity.fields` keeps its value),
+//!   raises every version to at least `floor`, takes `retired` unless `retired_version > floor` (and
+//!   then raises `retired_version` to `floor`), and sets `last_event_id = max(last, floor, event_id)`.
+//!   Its journal op is `Create` for a new row (fields: the layout fields it carried), `Retire`/`Revive`
+//!   when the retired flag flips, else `Update` with the changed fields, else nothing.
+//! - A value counts as changed when it differs, except that links compare by target (names are
+//!   presentation, made live at read time) and multi_entity lists compare as multisets of targets.
+//!   Changed names are still stored.
+//! - A `Patch` changing the type's display field (`EntitySchema::display_field`) updates the display
+//!   name. Fields that are not cached are ignored by `Upsert` and `Patch`.
+//! - `Remove` deletes the row when `event_id` is 0 or at least the row's `last_event_id`.
+//! - `journal_head` is the highest sequence number ever assigned (it does not go back after a trim).
+//! - `find` through the trait uses the current time for relative date operators; [`SqliteStore::find_at`]
+//!   takes it explicitly.
+//! - Filters on fields that are not cached are `StoreError::Invalid`; tag_list and addressing filters
+//!   are not supported by this backend (`Invalid`). jsonb/image `is None` treat JSON objects inside an
+//!   array as present links without checking whether they point at retired cached rows.
 
-use std::path::Path;
+mod catalog;
+mod codec;
+mod compile;
+mod read;
+mod rows;
+mod write;
 
-use super::StoreError;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::functions::FunctionFlags;
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+use serde_json::Value as Json;
+
+use self::catalog::Catalog;
+use super::{
+    CommitResult, CountQuery, JournalEntry, Store, StoreError, TypeLayout, TypeState, WriteBatch,
+};
+use crate::filter::eval::{ci_contains, ci_ends_with, ci_starts_with, json_contains};
+use crate::model::{DateTime, Entity, SiteSchema};
+use crate::query::{FindQuery, Record};
+
+/// How many idle read connections are kept.
+const MAX_IDLE_READERS: usize = 8;
+/// How long a connection waits for a lock held by another connection before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often `wait_journal` looks at the journal head when no in-process commit wakes it.
+const JOURNAL_POLL: Duration = Duration::from_millis(20);
+
+/// Maps a rusqlite error: busy/locked become `Unavailable` (retry later), everything else `Internal`.
+pub(crate) fn sql_err(e: rusqlite::Error) -> StoreError {
+    match &e {
+        rusqlite::Error::SqliteFailure(f, _)
+            if matches!(
+                f.code,
+                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+            ) =>
+        {
+            StoreError::Unavailable(e.to_string())
+        }
+        _ => StoreError::Internal(format!("sqlite: {e}")),
+    }
+}
+
+fn text_arg<'a>(ctx: &'a rusqlite::functions::Context<'_>, i: usize) -> Option<&'a str> {
+    match ctx.get_raw(i) {
+        ValueRef::Text(s) => std::str::from_utf8(s).ok(),
+        _ => None,
+    }
+}
+
+/// Registers the deterministic functions the schema (expression indexes) and compiled filters use.
+///
+/// - `sg_fold(s)`: the reference's case folding for matching (per-char Unicode lowercase).
+/// - `sg_lower(s)`: the reference's sort key for text (`str::to_lowercase`).
+/// - `sg_contains/sg_starts/sg_ends(s, lower)`: the reference's `ci_*` tests.
+/// - `sg_uuid_eq(s, canonical)`, `sg_r6(x)` (float rounded to 6 places, scaled by 1e6),
+///   `sg_json_null(j)`, `sg_json_eq(j, k)`, `sg_json_contains(j, k)`.
+pub fn register_functions(conn: &Connection) -> rusqlite::Result<()> {
+    let flags = FunctionFlags::SQLITE_UTF8
+        | FunctionFlags::SQLITE_DETERMINISTIC
+        | FunctionFlags::SQLITE_INNOCUOUS;
+    conn.create_scalar_function("sg_fold", 1, flags, |ctx| {
+        Ok(text_arg(ctx, 0).map(|s| {
+            if s.is_ascii() {
+                s.to_ascii_lowercase()
+            } else {
+                s.chars().flat_map(char::to_lowercase).collect::<String>()
+            }
+        }))
+    })?;
+    conn.create_scalar_function("sg_lower", 1, flags, |ctx| {
+        Ok(text_arg(ctx, 0).map(str::to_lowercase))
+    })?;
+    type Test = fn(&str, &str) -> bool;
+    for (name, f) in [
+        ("sg_contains", ci_contains as Test),
+        ("sg_starts", ci_starts_with),
+        ("sg_ends", ci_ends_with),
+    ] {
+        conn.create_scalar_function(name, 2, flags, move |ctx| {
+            Ok(match (text_arg(ctx, 0), text_arg(ctx, 1)) {
+                (Some(s), Some(x)) => Some(f(s, x)),
+                _ => None,
+            })
+        })?;
+    }
+    conn.create_scalar_function("sg_uuid_eq", 2, flags, |ctx| {
+        let strip = |s: &str| -> String {
+            s.chars()
+                .filter(|c| !matches!(c, '-' | '{' | '}'))
+                .map(|c| c.to_ascii_lowercase())
+                .collect()
+        };
+        Ok(match (text_arg(ctx, 0), text_arg(ctx, 1)) {
+            (Some(s), Some(x)) => Some(strip(s) == strip(x)),
+            _ => None,
+        })
+    })?;
+    conn.create_scalar_function("sg_r6", 1, flags, |ctx| {
+        Ok(match ctx.get_raw(0) {
+            ValueRef::Integer(i) => Some(compile::r6(i as f64)),
+            ValueRef::Real(x) => Some(compile::r6(x)),
+            _ => None,
+        })
+    })?;
+    let parse = |ctx: &rusqlite::functions::Context<'_>, i: usize| -> Option<Json> {
+        text_arg(ctx, i).and_then(|s| serde_json::from_str(s).ok())
+    };
+    conn.create_scalar_function("sg_json_null", 1, flags, move |ctx| {
+        Ok(parse(ctx, 0).map(|j| match j {
+            Json::Null => true,
+            Json::Array(a) => !a.iter().any(|x| x.is_string() || x.is_object()),
+            _ => false,
+        }))
+    })?;
+    conn.create_scalar_function("sg_json_eq", 2, flags, move |ctx| {
+        Ok(match (parse(ctx, 0), parse(ctx, 1)) {
+            (Some(a), Some(b)) => Some(a == b),
+            _ => None,
+        })
+    })?;
+    conn.create_scalar_function("sg_json_contains", 2, flags, move |ctx| {
+        Ok(match (parse(ctx, 0), parse(ctx, 1)) {
+            (Some(a), Some(b)) => Some(json_contains(&a, &b)),
+            _ => None,
+        })
+    })?;
+    Ok(())
+}
+
+fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(sql_err)?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = OFF;",
+    )
+    .map_err(sql_err)?;
+    conn.set_prepared_statement_cache_capacity(256);
+    register_functions(&conn).map_err(sql_err)?;
+    Ok(conn)
+}
+
+struct Inner {
+    path: PathBuf,
+    writer: Mutex<Option<Connection>>,
+    readers: Mutex<Vec<Connection>>,
+    catalog: RwLock<Arc<Catalog>>,
+    journal_changed: tokio::sync::Notify,
+}
+
+impl Inner {
+    /// The catalog matching the snapshot `conn` reads (reloaded when the generation moved).
+    fn catalog(&self, conn: &Connection) -> Result<Arc<Catalog>, StoreError> {
+        let generation = Catalog::read_gen(conn)?;
+        let cached = self
+            .catalog
+            .read()
+            .map_err(|_| StoreError::Internal("catalog lock poisoned".into()))?
+            .clone();
+        if cached.generation == generation {
+            return Ok(cached);
+        }
+        let fresh = Arc::new(Catalog::load(conn)?);
+        let mut slot = self
+            .catalog
+            .write()
+            .map_err(|_| StoreError::Internal("catalog lock poisoned".into()))?;
+        if fresh.generation > slot.generation {
+            *slot = fresh.clone();
+        }
+        Ok(fresh)
+    }
+
+    fn with_reader<R>(
+        &self,
+        f: impl FnOnce(&Connection, &Catalog) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        let pooled = self
+            .readers
+            .lock()
+            .map_err(|_| StoreError::Internal("reader pool lock poisoned".into()))?
+            .pop();
+        let mut conn = match pooled {
+            Some(c) => c,
+            None => open_connection(&self.path)?,
+        };
+        let result = (|| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Deferred)
+                .map_err(sql_err)?;
+            let cat = self.catalog(&tx)?;
+            let r = f(&tx, &cat)?;
+            tx.commit().map_err(sql_err)?;
+            Ok(r)
+        })();
+        if let Ok(mut pool) = self.readers.lock() {
+            if pool.len() < MAX_IDLE_READERS {
+                pool.push(conn);
+            }
+        }
+        result
+    }
+
+    /// Runs `f` in one write transaction. `f` returns whether it changed the catalog.
+    fn with_writer<R>(
+        &self,
+        f: impl FnOnce(&Connection, &Catalog) -> Result<(R, bool), StoreError>,
+    ) -> Result<R, StoreError> {
+        let mut guard = self
+            .writer
+            .lock()
+            .map_err(|_| StoreError::Internal("writer lock poisoned".into()))?;
+        if guard.is_none() {
+            *guard = Some(open_connection(&self.path)?);
+        }
+        let conn = guard
+            .as_mut()
+            .expect("the writer connection was just opened");
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql_err)?;
+        let cat = self.catalog(&tx)?;
+        let (r, changed) = f(&tx, &cat)?;
+        if changed {
+            let fresh = Arc::new(Catalog::load(&tx)?);
+            tx.commit().map_err(sql_err)?;
+            if let Ok(mut slot) = self.catalog.write() {
+                *slot = fresh;
+            }
+        } else {
+            tx.commit().map_err(sql_err)?;
+        }
+        Ok(r)
+    }
+}
 
 /// The SQLite backend. Cheap to clone.
 #[derive(Clone)]
 pub struct SqliteStore {
-    _private: (),
+    inner: Arc<Inner>,
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) the store file at `path`.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
-        let _ = path;
-        todo!("sqlite helper: open")
+        let conn = open_connection(path)?;
+        let exists: bool = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'sc_journal'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map_err(sql_err)?
+            > 0;
+        if !exists {
+            conn.execute_batch(&format!("BEGIN IMMEDIATE; {} COMMIT;", catalog::BOOTSTRAP))
+                .map_err(sql_err)?;
+        }
+        let cat = Catalog::load(&conn)?;
+        Ok(SqliteStore {
+            inner: Arc::new(Inner {
+                path: path.to_owned(),
+                writer: Mutex::new(None),
+                readers: Mutex::new(vec![conn]),
+                catalog: RwLock::new(Arc::new(cat)),
+                journal_changed: tokio::sync::Notify::new(),
+            }),
+        })
+    }
+
+    /// The file this store was opened on.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    async fn read<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection, &Catalog) -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.with_reader(f))
+            .await
+            .map_err(|e| StoreError::Internal(format!("sqlite read task failed: {e}")))?
+    }
+
+    async fn write<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection, &Catalog) -> Result<(R, bool), StoreError> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.with_writer(f))
+            .await
+            .map_err(|e| StoreError::Internal(format!("sqlite write task failed: {e}")))?
+    }
+
+    /// `find` with an explicit anchor for relative date operators.
+    pub async fn find_at(
+        &self,
+        query: &FindQuery,
+        now: DateTime,
+    ) -> Result<Vec<Record>, StoreError> {
+        let q = query.clone();
+        self.read(move |c, cat| read::find(c, cat, &q, now)).await
+    }
+
+    /// Runs `ANALYZE` so the planner knows the index selectivities (worth doing after a big import).
+    pub async fn analyze(&self) -> Result<(), StoreError> {
+        self.write(|c, _| {
+            c.execute_batch("ANALYZE")
+                .map(|_| ((), false))
+                .map_err(sql_err)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.read(|c, _| c.query_row("SELECT 1", [], |_| Ok(())).map_err(sql_err))
+            .await
+    }
+
+    async fn prepare(&self, schema: &SiteSchema, layouts: &[TypeLayout]) -> Result<(), StoreError> {
+        let (schema, layouts) = (schema.clone(), layouts.to_vec());
+        self.write(move |c, cat| catalog::prepare(c, cat, &schema, &layouts).map(|()| ((), true)))
+            .await
+    }
+
+    async fn schema(&self) -> Result<Option<SiteSchema>, StoreError> {
+        self.read(|_, cat| Ok(cat.schema.clone())).await
+    }
+
+    async fn layouts(&self) -> Result<Vec<TypeLayout>, StoreError> {
+        self.read(|_, cat| Ok(cat.types.values().map(|t| t.layout.clone()).collect()))
+            .await
+    }
+
+    async fn commit(&self, batch: WriteBatch) -> Result<CommitResult, StoreError> {
+        let result = self
+            .write(move |c, cat| write::commit(c, cat, &batch))
+            .await?;
+        if !result.journal.is_empty() {
+            self.inner.journal_changed.notify_waiters();
+        }
+        Ok(result)
+    }
+
+    async fn begin_staging(&self, layout: &TypeLayout) -> Result<(), StoreError> {
+        let layout = layout.clone();
+        self.write(move |c, cat| write::begin_staging(c, cat, &layout).map(|()| ((), true)))
+            .await
+    }
+
+    async fn promote_staging(&self, state: TypeState) -> Result<(), StoreError> {
+        self.write(move |c, cat| write::promote_staging(c, cat, &state).map(|_| ((), true)))
+            .await?;
+        self.inner.journal_changed.notify_waiters();
+        Ok(())
+    }
+
+    async fn find(&self, query: &FindQuery) -> Result<Vec<Record>, StoreError> {
+        self.find_at(query, DateTime::now()).await
+    }
+
+    async fn count(&self, query: &CountQuery) -> Result<u64, StoreError> {
+        let q = query.clone();
+        self.read(move |c, cat| read::count(c, cat, &q)).await
+    }
+
+    async fn get(&self, entity_type: &str, id: i64) -> Result<Option<Entity>, StoreError> {
+        let t = entity_type.to_owned();
+        self.read(move |c, cat| read::get(c, cat, &t, id)).await
+    }
+
+    async fn ids(
+        &self,
+        entity_type: &str,
+        after_id: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, bool)>, StoreError> {
+        let t = entity_type.to_owned();
+        self.read(move |c, cat| read::ids(c, cat, &t, after_id, limit))
+            .await
+    }
+
+    async fn type_counts(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, (u64, u64)>, StoreError> {
+        self.read(read::type_counts).await
+    }
+
+    async fn type_states(&self) -> Result<Vec<TypeState>, StoreError> {
+        self.read(|c, _| read::type_states(c)).await
+    }
+
+    async fn get_state(&self, key: &str) -> Result<Option<Json>, StoreError> {
+        let k = key.to_owned();
+        self.read(move |c, _| read::get_state(c, &k)).await
+    }
+
+    async fn journal_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<JournalEntry>, StoreError> {
+        self.read(move |c, cat| read::journal_after(c, cat, after, limit))
+            .await
+    }
+
+    async fn journal_head(&self) -> Result<u64, StoreError> {
+        self.read(|c, _| read::journal_head(c)).await
+    }
+
+    async fn journal_tail(&self) -> Result<Option<u64>, StoreError> {
+        self.read(|c, _| read::journal_tail(c)).await
+    }
+
+    async fn trim_journal(&self, before: DateTime) -> Result<u64, StoreError> {
+        self.write(move |c, _| read::trim_journal(c, before).map(|n| (n, false)))
+            .await
+    }
+
+    /// Wakes on commits made through this process's store at once, and polls the file (for commits
+    /// by another process) every [`JOURNAL_POLL`].
+    async fn wait_journal(&self, after: u64, timeout: Duration) -> Result<u64, StoreError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.inner.journal_changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let head = self.journal_head().await?;
+            let now = tokio::time::Instant::now();
+            if head > after || now >= deadline {
+                return Ok(head);
+            }
+            let wake = (now + JOURNAL_POLL).min(deadline);
+            tokio::select! {
+                () = &mut notified => {}
+                () = tokio::time::sleep_until(wake) => {}
+            }
+        }
     }
 }

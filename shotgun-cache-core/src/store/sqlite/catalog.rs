@@ -1,0 +1,455 @@
+//! The catalog: which types are cached, their layouts, the physical tables that hold them, and the DDL
+//! that creates and migrates those tables.
+//!
+//! Physical names carry a *generation* number: type `Shot` at generation 7 lives in `e7_Shot` (one row
+//! per entity) and `m7_Shot` (its multi_entity links), with indexes `ix7_Shot_<field>`. A staging copy
+//! is simply a newer generation; promoting it repoints the catalog and drops the old tables, so no
+//! table is ever renamed. The catalog generation (`sc_meta.gen`) is bumped by every DDL change, and
+//! every reader compares it inside its read transaction, so readers in other processes pick up new
+//! layouts without restarting.
+
+use std::collections::BTreeMap;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::Value as Json;
+
+use super::codec::{self, Shape, ident};
+use super::sql_err;
+use crate::model::{DataType, FieldSchema, SiteSchema};
+use crate::store::{StoreError, TypeLayout};
+
+/// The bookkeeping tables, created on open.
+pub(crate) const BOOTSTRAP: &str = "
+CREATE TABLE IF NOT EXISTS sc_meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS sc_types(
+    entity_type TEXT PRIMARY KEY,
+    layout TEXT NOT NULL,
+    generation INTEGER NOT NULL,
+    staging TEXT,
+    staging_gen INTEGER
+);
+CREATE TABLE IF NOT EXISTS sc_type_state(
+    entity_type TEXT PRIMARY KEY,
+    phase TEXT NOT NULL,
+    done INTEGER NOT NULL,
+    total INTEGER NOT NULL,
+    config_hash TEXT NOT NULL,
+    ready_at INTEGER
+);
+CREATE TABLE IF NOT EXISTS sc_state(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS sc_journal(
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id INTEGER NOT NULL,
+    entity_type TEXT NOT NULL,
+    entity_id INTEGER NOT NULL,
+    op TEXT NOT NULL,
+    fields TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    entity TEXT
+);
+CREATE INDEX IF NOT EXISTS sc_journal_at ON sc_journal(at);
+INSERT OR IGNORE INTO sc_meta(key, value) VALUES ('gen', '1');
+";
+
+/// One cached type.
+#[derive(Debug, Clone)]
+pub(crate) struct TypeCat {
+    pub(crate) layout: TypeLayout,
+    pub(crate) generation: i64,
+    /// The staging copy in progress: its layout and generation.
+    pub(crate) staging: Option<(TypeLayout, i64)>,
+    /// The cached field holding the display name, when it is cached.
+    pub(crate) display_field: Option<String>,
+    /// Field name → index into `layout.fields`.
+    pub(crate) by_name: BTreeMap<String, usize>,
+}
+
+impl TypeCat {
+    fn new(
+        layout: TypeLayout,
+        generation: i64,
+        staging: Option<(TypeLayout, i64)>,
+        schema: Option<&SiteSchema>,
+    ) -> TypeCat {
+        let by_name = layout
+            .fields
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.name.clone(), i))
+            .collect::<BTreeMap<_, _>>();
+        let display_field = schema
+            .and_then(|s| s.entity(&layout.entity_type))
+            .and_then(|t| t.display_field())
+            .filter(|f| by_name.contains_key(*f))
+            .map(str::to_owned);
+        TypeCat {
+            layout,
+            generation,
+            staging,
+            display_field,
+            by_name,
+        }
+    }
+
+    pub(crate) fn field(&self, name: &str) -> Option<&FieldSchema> {
+        self.by_name.get(name).map(|i| &self.layout.fields[*i])
+    }
+
+    pub(crate) fn table(&self) -> String {
+        entity_table(&self.layout.entity_type, self.generation)
+    }
+
+    pub(crate) fn multi_table(&self) -> String {
+        multi_table(&self.layout.entity_type, self.generation)
+    }
+}
+
+/// Everything a query needs to know about the physical layout.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Catalog {
+    pub(crate) generation: i64,
+    pub(crate) schema: Option<SiteSchema>,
+    pub(crate) types: BTreeMap<String, TypeCat>,
+}
+
+impl Catalog {
+    pub(crate) fn get(&self, entity_type: &str) -> Result<&TypeCat, StoreError> {
+        self.types
+            .get(entity_type)
+            .ok_or_else(|| StoreError::Invalid(format!("entity type {entity_type} is not cached")))
+    }
+
+    /// The data type of a field of a type, from the layout or else the site schema.
+    pub(crate) fn data_type(&self, entity_type: &str, field: &str) -> Option<DataType> {
+        self.types
+            .get(entity_type)
+            .and_then(|t| t.field(field))
+            .map(|f| f.data_type)
+            .or_else(|| {
+                self.schema
+                    .as_ref()
+                    .and_then(|s| s.field(entity_type, field))
+                    .map(|f| f.data_type)
+            })
+    }
+
+    /// Reads the catalog generation only.
+    pub(crate) fn read_gen(conn: &Connection) -> Result<i64, StoreError> {
+        let v: Option<String> = conn
+            .prepare_cached("SELECT value FROM sc_meta WHERE key = 'gen'")
+            .and_then(|mut s| s.query_row([], |r| r.get(0)).optional())
+            .map_err(sql_err)?;
+        Ok(v.and_then(|v| v.parse().ok()).unwrap_or(0))
+    }
+
+    pub(crate) fn load(conn: &Connection) -> Result<Catalog, StoreError> {
+        let generation = Catalog::read_gen(conn)?;
+        let schema_json: Option<String> = conn
+            .query_row("SELECT value FROM sc_meta WHERE key = 'schema'", [], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(sql_err)?;
+        let schema = match schema_json {
+            None => None,
+            Some(s) => {
+                let j: Json = serde_json::from_str(&s)
+                    .map_err(|e| StoreError::Corrupt(format!("stored schema: {e}")))?;
+                Some(codec::schema_from_json(&j)?)
+            }
+        };
+        let mut stmt = conn
+            .prepare("SELECT entity_type, layout, generation, staging, staging_gen FROM sc_types")
+            .map_err(sql_err)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                    r.get::<_, Option<i64>>(4)?,
+                ))
+            })
+            .map_err(sql_err)?;
+        let mut types = BTreeMap::new();
+        for row in rows {
+            let (t, layout, g, staging, sgen) = row.map_err(sql_err)?;
+            let parse = |s: &str| -> Result<TypeLayout, StoreError> {
+                let j: Json = serde_json::from_str(s)
+                    .map_err(|e| StoreError::Corrupt(format!("stored layout of {t}: {e}")))?;
+                codec::layout_from_json(&j)
+            };
+            let layout = parse(&layout)?;
+            let staging = match (staging, sgen) {
+                (Some(s), Some(g)) => Some((parse(&s)?, g)),
+                _ => None,
+            };
+            types.insert(t.clone(), TypeCat::new(layout, g, staging, schema.as_ref()));
+        }
+        Ok(Catalog {
+            generation,
+            schema,
+            types,
+        })
+    }
+}
+
+pub(crate) fn entity_table(entity_type: &str, generation: i64) -> String {
+    ident(&format!("e{generation}_{entity_type}"))
+}
+
+pub(crate) fn multi_table(entity_type: &str, generation: i64) -> String {
+    ident(&format!("m{generation}_{entity_type}"))
+}
+
+/// The bookkeeping columns every entity table has, before the field columns.
+pub(crate) const BOOK_COLUMNS: [&str; 7] =
+    ["id", "_retired", "_rv", "_lev", "_dn", "_vbase", "_vx"];
+
+/// The expression a case-insensitive text column is compared and indexed by.
+pub(crate) fn folded(col: &str) -> String {
+    format!("sg_fold({col})")
+}
+
+/// The index definitions (name, column list) wanted for a layout at a generation.
+fn index_defs(layout: &TypeLayout, generation: i64) -> Vec<(String, String)> {
+    let t = &layout.entity_type;
+    let mut out = Vec::new();
+    for name in &layout.indexed {
+        let Some(f) = layout.fields.iter().find(|f| &f.name == name) else {
+            continue;
+        };
+        let cols = match Shape::of(f.data_type) {
+            Shape::Text => folded(&ident(name)),
+            Shape::Int | Shape::Float | Shape::Bool | Shape::Date | Shape::DateTime => ident(name),
+            Shape::Link => format!(
+                "{}, {}",
+                ident(&codec::link_id_col(name)),
+                ident(&codec::link_type_col(name))
+            ),
+            // multi_entity fields are indexed in the side table; images and JSON are not indexable.
+            Shape::Multi | Shape::Image | Shape::Json => continue,
+        };
+        out.push((ident(&format!("ix{generation}_{t}_{name}")), cols));
+    }
+    out
+}
+
+/// The column declarations of a layout.
+fn field_columns(layout: &TypeLayout) -> Vec<(String, &'static str)> {
+    layout
+        .fields
+        .iter()
+        .flat_map(|f| Shape::of(f.data_type).columns(&f.name))
+        .collect()
+}
+
+/// Creates the tables and indexes of a layout at a generation.
+pub(crate) fn create_tables(
+    conn: &Connection,
+    layout: &TypeLayout,
+    generation: i64,
+) -> Result<(), StoreError> {
+    let t = &layout.entity_type;
+    let mut cols = vec![
+        "id INTEGER PRIMARY KEY".to_owned(),
+        "_retired INTEGER NOT NULL DEFAULT 0".to_owned(),
+        "_rv INTEGER NOT NULL DEFAULT 0".to_owned(),
+        "_lev INTEGER NOT NULL DEFAULT 0".to_owned(),
+        "_dn TEXT".to_owned(),
+        "_vbase INTEGER NOT NULL DEFAULT 0".to_owned(),
+        "_vx TEXT".to_owned(),
+    ];
+    cols.extend(
+        field_columns(layout)
+            .into_iter()
+            .map(|(c, ty)| format!("{} {ty}", ident(&c))),
+    );
+    let mut sql = format!(
+        "CREATE TABLE {} ({});\n",
+        entity_table(t, generation),
+        cols.join(", ")
+    );
+    sql.push_str(&format!(
+        "CREATE TABLE {m} (src_id INTEGER NOT NULL, field TEXT NOT NULL, pos INTEGER NOT NULL, dst_type TEXT NOT NULL, \
+         dst_id INTEGER NOT NULL, name TEXT, PRIMARY KEY (src_id, field, pos)) WITHOUT ROWID;\n\
+         CREATE INDEX {mx} ON {m} (field, dst_id, dst_type);\n",
+        m = multi_table(t, generation),
+        mx = ident(&format!("mx{generation}_{t}")),
+    ));
+    for (name, cols) in index_defs(layout, generation) {
+        sql.push_str(&format!(
+            "CREATE INDEX {name} ON {} ({cols});\n",
+            entity_table(t, generation)
+        ));
+    }
+    conn.execute_batch(&sql).map_err(sql_err)
+}
+
+pub(crate) fn drop_tables(
+    conn: &Connection,
+    entity_type: &str,
+    generation: i64,
+) -> Result<(), StoreError> {
+    conn.execute_batch(&format!(
+        "DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {};",
+        entity_table(entity_type, generation),
+        multi_table(entity_type, generation)
+    ))
+    .map_err(sql_err)
+}
+
+/// Migrates the tables of `old` (at `generation`) in place to `new`: drops the field indexes, adds and drops
+/// columns (a field whose data type changed is dropped and re-added, so its values become null), and
+/// recreates the wanted indexes.
+pub(crate) fn migrate_tables(
+    conn: &Connection,
+    old: &TypeLayout,
+    new: &TypeLayout,
+    generation: i64,
+) -> Result<(), StoreError> {
+    let t = &new.entity_type;
+    let table = entity_table(t, generation);
+    let mut sql = String::new();
+    for (name, _) in index_defs(old, generation) {
+        sql.push_str(&format!("DROP INDEX IF EXISTS {name};\n"));
+    }
+    let old_fields: BTreeMap<&str, DataType> = old
+        .fields
+        .iter()
+        .map(|f| (f.name.as_str(), f.data_type))
+        .collect();
+    let new_fields: BTreeMap<&str, DataType> = new
+        .fields
+        .iter()
+        .map(|f| (f.name.as_str(), f.data_type))
+        .collect();
+    for (name, dt) in &old_fields {
+        if new_fields.get(name) == Some(dt) {
+            continue;
+        }
+        for (c, _) in Shape::of(*dt).columns(name) {
+            sql.push_str(&format!("ALTER TABLE {table} DROP COLUMN {};\n", ident(&c)));
+        }
+        if Shape::of(*dt) == Shape::Multi {
+            sql.push_str(&format!(
+                "DELETE FROM {} WHERE field = {};\n",
+                multi_table(t, generation),
+                codec::lit(name)
+            ));
+        }
+    }
+    for (name, dt) in &new_fields {
+        if old_fields.get(name) == Some(dt) {
+            continue;
+        }
+        for (c, ty) in Shape::of(*dt).columns(name) {
+            let default = if Shape::of(*dt) == Shape::Bool {
+                " NOT NULL DEFAULT 0"
+            } else {
+                ""
+            };
+            sql.push_str(&format!(
+                "ALTER TABLE {table} ADD COLUMN {} {ty}{default};\n",
+                ident(&c)
+            ));
+        }
+    }
+    for (name, cols) in index_defs(new, generation) {
+        sql.push_str(&format!("CREATE INDEX {name} ON {table} ({cols});\n"));
+    }
+    conn.execute_batch(&sql).map_err(sql_err)
+}
+
+/// Bumps the catalog generation and returns the new value (also used to name new tables).
+pub(crate) fn bump_gen(conn: &Connection) -> Result<i64, StoreError> {
+    let generation = Catalog::read_gen(conn)? + 1;
+    conn.execute(
+        "INSERT OR REPLACE INTO sc_meta(key, value) VALUES ('gen', ?1)",
+        params![generation.to_string()],
+    )
+    .map_err(sql_err)?;
+    Ok(generation)
+}
+
+pub(crate) fn save_type(
+    conn: &Connection,
+    layout: &TypeLayout,
+    generation: i64,
+    staging: Option<(&TypeLayout, i64)>,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT OR REPLACE INTO sc_types(entity_type, layout, generation, staging, staging_gen) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![
+            layout.entity_type,
+            codec::layout_to_json(layout).to_string(),
+            generation,
+            staging.map(|(l, _)| codec::layout_to_json(l).to_string()),
+            staging.map(|(_, g)| g),
+        ],
+    )
+    .map_err(sql_err)?;
+    Ok(())
+}
+
+pub(crate) fn save_schema(conn: &Connection, schema: &SiteSchema) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT OR REPLACE INTO sc_meta(key, value) VALUES ('schema', ?1)",
+        params![codec::schema_to_json(schema).to_string()],
+    )
+    .map_err(sql_err)?;
+    Ok(())
+}
+
+/// `prepare`: creates, migrates or drops type tables so they match `layouts`, and persists the schema.
+pub(crate) fn prepare(
+    conn: &Connection,
+    cat: &Catalog,
+    schema: &SiteSchema,
+    layouts: &[TypeLayout],
+) -> Result<(), StoreError> {
+    save_schema(conn, schema)?;
+    let generation = bump_gen(conn)?;
+    for layout in layouts {
+        if layout.fields.iter().any(|f| f.name == "id") {
+            return Err(StoreError::Invalid(format!(
+                "layout of {} lists the field id",
+                layout.entity_type
+            )));
+        }
+        match cat.types.get(&layout.entity_type) {
+            None => {
+                create_tables(conn, layout, generation)?;
+                save_type(conn, layout, generation, None)?;
+            }
+            Some(tc) if &tc.layout == layout => {}
+            Some(tc) => {
+                migrate_tables(conn, &tc.layout, layout, tc.generation)?;
+                save_type(
+                    conn,
+                    layout,
+                    tc.generation,
+                    tc.staging.as_ref().map(|(l, g)| (l, *g)),
+                )?;
+            }
+        }
+    }
+    for (t, tc) in &cat.types {
+        if layouts.iter().any(|l| &l.entity_type == t) {
+            continue;
+        }
+        drop_tables(conn, t, tc.generation)?;
+        if let Some((_, g)) = &tc.staging {
+            drop_tables(conn, t, *g)?;
+        }
+        conn.execute("DELETE FROM sc_types WHERE entity_type = ?1", params![t])
+            .map_err(sql_err)?;
+        conn.execute(
+            "DELETE FROM sc_type_state WHERE entity_type = ?1",
+            params![t],
+        )
+        .map_err(sql_err)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,514 @@
+//! The write path: applying a [`WriteBatch`] inside one transaction (entity rows, journal entries,
+//! type states, state keys, schema), staging, and promotion.
+//!
+//! The guard rules (see `store` and `model::entity`) are applied here in Rust on the row read back from
+//! the table; the SQL is plain keyed reads and writes through cached prepared statements.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use rusqlite::{Connection, params};
+
+use super::catalog::{self, Catalog, TypeCat};
+use super::codec::{self, Shape, StoredVersions};
+use super::rows::{self, RowSql, StoredRow};
+use super::sql_err;
+use crate::model::{DataType, DateTime, Entity, EntityRef, Value};
+use crate::store::{
+    CommitResult, EntityWrite, FieldChange, JournalEntry, JournalOp, StoreError, TypeLayout,
+    TypeState, WriteBatch, WriteOutcome,
+};
+
+/// Whether two values of a field are the same for change detection: links compare by target (names are
+/// presentation and go live at read time), multi_entity lists as multisets of targets (the site does
+/// not keep their order stable), everything else exactly.
+pub(crate) fn same_value(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Entity(x), Value::Entity(y)) => x.same_target(y),
+        (Value::MultiEntity(x), Value::MultiEntity(y)) => {
+            let key = |l: &EntityRef| (l.entity_type.clone(), l.id);
+            let mut x: Vec<_> = x.iter().map(key).collect();
+            let mut y: Vec<_> = y.iter().map(key).collect();
+            x.sort();
+            y.sort();
+            x == y
+        }
+        _ => a == b,
+    }
+}
+
+/// Normalises a value for a field: `Null` becomes `false` for checkbox and `[]` for multi_entity.
+fn normalize(dt: DataType, v: Value) -> Value {
+    match (dt, v) {
+        (DataType::Checkbox, Value::Null) => Value::Bool(false),
+        (DataType::MultiEntity, Value::Null) => Value::MultiEntity(Vec::new()),
+        (_, v) => v,
+    }
+}
+
+fn display_from(v: &Value) -> Option<String> {
+    match v {
+        Value::Text(s) => Some(s.clone()),
+        Value::Null => None,
+        other => Some(other.to_json().to_string()),
+    }
+}
+
+/// One type's tables as a commit writes them.
+struct Target<'a> {
+    layout: &'a TypeLayout,
+    display_field: Option<&'a str>,
+    sql: RowSql,
+}
+
+/// What applying one write produced.
+struct Applied {
+    outcome: WriteOutcome,
+    journal: Option<(i64, String, i64, JournalOp, Vec<String>, Option<Entity>)>,
+}
+
+fn unchanged() -> Applied {
+    Applied {
+        outcome: WriteOutcome::Unchanged,
+        journal: None,
+    }
+}
+
+fn missing() -> Applied {
+    Applied {
+        outcome: WriteOutcome::Missing,
+        journal: None,
+    }
+}
+
+fn applied(
+    event_id: i64,
+    e: &Entity,
+    op: JournalOp,
+    fields: Vec<String>,
+    snapshot: bool,
+) -> Applied {
+    Applied {
+        outcome: WriteOutcome::Applied {
+            op,
+            fields: fields.clone(),
+        },
+        journal: Some((
+            event_id,
+            e.entity_type.clone(),
+            e.id,
+            op,
+            fields,
+            snapshot.then(|| e.clone()),
+        )),
+    }
+}
+
+fn write_type(w: &EntityWrite) -> (&str, i64) {
+    match w {
+        EntityWrite::Upsert { entity, .. } => (&entity.entity_type, entity.id),
+        EntityWrite::Patch {
+            entity_type, id, ..
+        }
+        | EntityWrite::Retire {
+            entity_type, id, ..
+        }
+        | EntityWrite::Revive {
+            entity_type, id, ..
+        }
+        | EntityWrite::Remove {
+            entity_type, id, ..
+        } => (entity_type, *id),
+    }
+}
+
+/// Applies one write to one table pair.
+fn apply(conn: &Connection, tgt: &Target<'_>, w: &EntityWrite) -> Result<Applied, StoreError> {
+    let layout = tgt.layout;
+    let (_, id) = write_type(w);
+    let existing = rows::load(conn, layout, &tgt.sql, id)?;
+    match w {
+        EntityWrite::Upsert {
+            entity,
+            floor,
+            event_id,
+        } => {
+            let is_new = existing.is_none();
+            let mut row = existing.clone().unwrap_or_else(|| {
+                let mut e = Entity::new(layout.entity_type.clone(), id);
+                for f in &layout.fields {
+                    e.fields
+                        .insert(f.name.clone(), Value::empty_for(f.data_type));
+                }
+                StoredRow {
+                    entity: e,
+                    versions: StoredVersions::default(),
+                }
+            });
+            let mut changed = Vec::new();
+            let mut multi_changed = Vec::new();
+            for f in &layout.fields {
+                let Some(v) = entity.fields.get(&f.name) else {
+                    continue;
+                };
+                let v = normalize(f.data_type, v.clone());
+                let old = row
+                    .entity
+                    .fields
+                    .get(&f.name)
+                    .cloned()
+                    .unwrap_or(Value::Null);
+                if !same_value(&old, &v) {
+                    changed.push(f.name.clone());
+                }
+                if old != v {
+                    if Shape::of(f.data_type) == Shape::Multi {
+                        multi_changed.push(f.name.as_str());
+                    }
+                    row.entity.fields.insert(f.name.clone(), v);
+                }
+            }
+            row.versions.raise_floor(*floor);
+            let old_retired = row.entity.retired;
+            if row.entity.retired_version <= *floor {
+                row.entity.retired = entity.retired;
+                row.entity.retired_version = row.entity.retired_version.max(*floor);
+            }
+            row.entity.display_name = entity.display_name.clone().or_else(|| {
+                tgt.display_field
+                    .and_then(|f| display_from(row.entity.get(f)))
+            });
+            row.entity.last_event_id = row.entity.last_event_id.max(*floor).max(*event_id);
+            row.entity.versions = row.versions.expand(layout);
+            let differs = existing
+                .as_ref()
+                .is_none_or(|old| old.entity != row.entity || old.versions != row.versions);
+            if differs {
+                let multi: Vec<&str> = if is_new {
+                    layout
+                        .fields
+                        .iter()
+                        .filter(|f| f.data_type == DataType::MultiEntity)
+                        .map(|f| f.name.as_str())
+                        .collect()
+                } else {
+                    multi_changed
+                };
+                rows::write(conn, layout, &tgt.sql, &row, &multi, is_new)?;
+            }
+            Ok(if is_new {
+                let fields = layout
+                    .fields
+                    .iter()
+                    .filter(|f| entity.fields.contains_key(&f.name))
+                    .map(|f| f.name.clone())
+                    .collect();
+                applied(*event_id, &row.entity, JournalOp::Create, fields, true)
+            } else if old_retired != row.entity.retired {
+                let op = if row.entity.retired {
+                    JournalOp::Retire
+                } else {
+                    JournalOp::Revive
+                };
+                applied(*event_id, &row.entity, op, Vec::new(), true)
+            } else if !changed.is_empty() {
+                changed.sort();
+                applied(*event_id, &row.entity, JournalOp::Update, changed, true)
+            } else {
+                unchanged()
+            })
+        }
+        EntityWrite::Patch {
+            event_id, changes, ..
+        } => {
+            let Some(old) = existing else {
+                return Ok(missing());
+            };
+            let mut row = old.clone();
+            let mut changed = BTreeSet::new();
+            let mut multi_changed = Vec::new();
+            let mut any_applied = false;
+            for c in changes {
+                let Some(f) = layout.fields.iter().find(|f| f.name == c.field()) else {
+                    continue;
+                };
+                if *event_id <= row.versions.get(&f.name) {
+                    continue;
+                }
+                any_applied = true;
+                row.versions.set(&f.name, *event_id);
+                let cur = row
+                    .entity
+                    .fields
+                    .get(&f.name)
+                    .cloned()
+                    .unwrap_or(Value::Null);
+                let new = match c {
+                    FieldChange::Set(_, v) => normalize(f.data_type, v.clone()),
+                    FieldChange::Add(_, links) => {
+                        let mut list = match normalize(f.data_type, cur.clone()) {
+                            Value::MultiEntity(l) => l,
+                            other => {
+                                return Err(StoreError::Invalid(format!(
+                                    "cannot add links to {}.{} holding {other:?}",
+                                    layout.entity_type, f.name
+                                )));
+                            }
+                        };
+                        for l in links {
+                            if !list.iter().any(|x| x.same_target(l)) {
+                                list.push(l.clone());
+                            }
+                        }
+                        Value::MultiEntity(list)
+                    }
+                    FieldChange::Remove(_, links) => match normalize(f.data_type, cur.clone()) {
+                        Value::MultiEntity(mut l) => {
+                            l.retain(|x| !links.iter().any(|r| r.same_target(x)));
+                            Value::MultiEntity(l)
+                        }
+                        other => {
+                            return Err(StoreError::Invalid(format!(
+                                "cannot remove links from {}.{} holding {other:?}",
+                                layout.entity_type, f.name
+                            )));
+                        }
+                    },
+                };
+                if !same_value(&cur, &new) {
+                    changed.insert(f.name.clone());
+                }
+                if cur != new {
+                    if Shape::of(f.data_type) == Shape::Multi
+                        && !multi_changed.contains(&f.name.as_str())
+                    {
+                        multi_changed.push(f.name.as_str());
+                    }
+                    if tgt.display_field == Some(f.name.as_str()) {
+                        row.entity.display_name = display_from(&new);
+                    }
+                    row.entity.fields.insert(f.name.clone(), new);
+                }
+            }
+            if !any_applied {
+                return Ok(unchanged());
+            }
+            row.entity.last_event_id = row.entity.last_event_id.max(*event_id);
+            row.entity.versions = row.versions.expand(layout);
+            rows::write(conn, layout, &tgt.sql, &row, &multi_changed, false)?;
+            Ok(if changed.is_empty() {
+                unchanged()
+            } else {
+                applied(
+                    *event_id,
+                    &row.entity,
+                    JournalOp::Update,
+                    changed.into_iter().collect(),
+                    true,
+                )
+            })
+        }
+        EntityWrite::Retire { event_id, .. } | EntityWrite::Revive { event_id, .. } => {
+            let Some(old) = existing else {
+                return Ok(missing());
+            };
+            let retire = matches!(w, EntityWrite::Retire { .. });
+            if *event_id <= old.entity.retired_version {
+                return Ok(unchanged());
+            }
+            let mut row = old.clone();
+            row.entity.retired_version = *event_id;
+            row.entity.last_event_id = row.entity.last_event_id.max(*event_id);
+            row.entity.retired = retire;
+            rows::write(conn, layout, &tgt.sql, &row, &[], false)?;
+            Ok(if old.entity.retired == retire {
+                unchanged()
+            } else {
+                let op = if retire {
+                    JournalOp::Retire
+                } else {
+                    JournalOp::Revive
+                };
+                applied(*event_id, &row.entity, op, Vec::new(), true)
+            })
+        }
+        EntityWrite::Remove { event_id, .. } => {
+            let Some(old) = existing else {
+                return Ok(unchanged());
+            };
+            if *event_id != 0 && *event_id < old.entity.last_event_id {
+                return Ok(unchanged());
+            }
+            rows::delete(conn, &tgt.sql, id)?;
+            Ok(applied(
+                *event_id,
+                &old.entity,
+                JournalOp::Remove,
+                Vec::new(),
+                false,
+            ))
+        }
+    }
+}
+
+/// Appends one journal entry and returns it.
+pub(crate) fn append_journal(
+    conn: &Connection,
+    at: DateTime,
+    (event_id, entity_type, entity_id, op, fields, entity): (
+        i64,
+        String,
+        i64,
+        JournalOp,
+        Vec<String>,
+        Option<Entity>,
+    ),
+) -> Result<JournalEntry, StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO sc_journal(event_id, entity_type, entity_id, op, fields, at, entity) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            event_id,
+            entity_type,
+            entity_id,
+            op.as_str(),
+            serde_json::to_string(&fields).unwrap_or_else(|_| "[]".into()),
+            at.0,
+            entity.as_ref().map(|e| codec::entity_to_json(e).to_string()),
+        ])
+    })
+    .map_err(sql_err)?;
+    let seq = conn.last_insert_rowid();
+    Ok(JournalEntry {
+        seq: u64::try_from(seq).unwrap_or(0),
+        event_id,
+        entity_type,
+        entity_id,
+        op,
+        fields,
+        at,
+        entity,
+    })
+}
+
+pub(crate) fn save_type_state(conn: &Connection, s: &TypeState) -> Result<(), StoreError> {
+    let (phase, done, total, hash, ready) = codec::type_state_parts(s);
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO sc_type_state(entity_type, phase, done, total, config_hash, ready_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )
+    .and_then(|mut st| st.execute(params![s.entity_type, phase, done, total, hash, ready]))
+    .map_err(sql_err)?;
+    Ok(())
+}
+
+/// Commits a batch. Returns the result and whether the catalog changed (a new schema).
+pub(crate) fn commit(
+    conn: &Connection,
+    cat: &Catalog,
+    batch: &WriteBatch,
+) -> Result<(CommitResult, bool), StoreError> {
+    let at = DateTime::now();
+    let mut live: BTreeMap<&str, Target<'_>> = BTreeMap::new();
+    let mut staging: BTreeMap<&str, Target<'_>> = BTreeMap::new();
+    let mut result = CommitResult::default();
+    for w in &batch.writes {
+        let (t, _) = write_type(w);
+        let tc: &TypeCat = cat.get(t)?;
+        let tgt = live
+            .entry(tc.layout.entity_type.as_str())
+            .or_insert_with(|| Target {
+                layout: &tc.layout,
+                display_field: tc.display_field.as_deref(),
+                sql: RowSql::live(tc),
+            });
+        let a = apply(conn, tgt, w)?;
+        result.outcomes.push(a.outcome);
+        if batch.journal {
+            if let Some(j) = a.journal {
+                result.journal.push(append_journal(conn, at, j)?);
+            }
+        }
+    }
+    for w in &batch.staging {
+        let (t, _) = write_type(w);
+        let tc: &TypeCat = cat.get(t)?;
+        let Some((layout, generation)) = &tc.staging else {
+            return Err(StoreError::Invalid(format!(
+                "entity type {t} has no staging copy (call begin_staging first)"
+            )));
+        };
+        let tgt = staging
+            .entry(tc.layout.entity_type.as_str())
+            .or_insert_with(|| {
+                let display_field = tc
+                    .display_field
+                    .as_deref()
+                    .filter(|d| layout.fields.iter().any(|f| f.name == *d));
+                Target {
+                    layout,
+                    display_field,
+                    sql: RowSql::new(
+                        layout,
+                        catalog::entity_table(t, *generation),
+                        catalog::multi_table(t, *generation),
+                    ),
+                }
+            });
+        apply(conn, tgt, w)?;
+    }
+    for s in &batch.type_states {
+        save_type_state(conn, s)?;
+    }
+    let mut catalog_changed = false;
+    if let Some(schema) = &batch.schema {
+        catalog::save_schema(conn, schema)?;
+        catalog::bump_gen(conn)?;
+        catalog_changed = true;
+    }
+    for (k, v) in &batch.state {
+        conn.prepare_cached("INSERT OR REPLACE INTO sc_state(key, value) VALUES (?1, ?2)")
+            .and_then(|mut s| s.execute(params![k, v.to_string()]))
+            .map_err(sql_err)?;
+    }
+    Ok((result, catalog_changed))
+}
+
+/// `begin_staging`: (re)creates an empty staging copy of a type with `layout`.
+pub(crate) fn begin_staging(
+    conn: &Connection,
+    cat: &Catalog,
+    layout: &TypeLayout,
+) -> Result<(), StoreError> {
+    let tc = cat.get(&layout.entity_type)?;
+    if let Some((_, g)) = &tc.staging {
+        catalog::drop_tables(conn, &layout.entity_type, *g)?;
+    }
+    let generation = catalog::bump_gen(conn)?;
+    catalog::create_tables(conn, layout, generation)?;
+    catalog::save_type(conn, &tc.layout, tc.generation, Some((layout, generation)))
+}
+
+/// `promote_staging`: makes the staging copy live, drops the old tables, saves the state and journals
+/// one `Reload`.
+pub(crate) fn promote_staging(
+    conn: &Connection,
+    cat: &Catalog,
+    state: &TypeState,
+) -> Result<JournalEntry, StoreError> {
+    let t = &state.entity_type;
+    let tc = cat.get(t)?;
+    let Some((layout, generation)) = &tc.staging else {
+        return Err(StoreError::Invalid(format!(
+            "entity type {t} has no staging copy to promote"
+        )));
+    };
+    catalog::drop_tables(conn, t, tc.generation)?;
+    catalog::save_type(conn, layout, *generation, None)?;
+    catalog::bump_gen(conn)?;
+    save_type_state(conn, state)?;
+    append_journal(
+        conn,
+        DateTime::now(),
+        (0, t.clone(), 0, JournalOp::Reload, Vec::new(), None),
+    )
+}
