@@ -17,7 +17,10 @@ pub enum LogicalOp {
 #[derive(Debug, Clone, PartialEq)]
 pub enum RawFilter {
     Condition(RawCondition),
-    Group { op: LogicalOp, children: Vec<RawFilter> },
+    Group {
+        op: LogicalOp,
+        children: Vec<RawFilter>,
+    },
 }
 
 /// One condition as sent: `path`, `relation` and the raw `values` list (api3 wire semantics: for
@@ -172,6 +175,17 @@ impl FieldPath {
 }
 
 /// A typed operand, checked against the operator and the leaf's data type.
+///
+/// Normal forms established by `validate` (backends compiling a filter rely on them):
+/// - text, list, status_list, color, footage and system_task_type operands are **lowercased**
+///   (`str::to_lowercase`), because every relation on them is case-insensitive; so are the strings
+///   of `name_*` relations and tag names. `entity_type` operands keep their case (case-sensitive).
+/// - `is ""` / `is_not ""` on those types (and uuid) become `One(Value::Null)` (`""` is stored as null).
+/// - uuid operands are canonical: lowercase, hyphenated `8-4-4-4-12`.
+/// - number-family operands are `Int`; float/currency operands are `Float`; date → `Date`;
+///   date_time → `DateTime`; checkbox → `Bool`; entity, multi_entity and addressing → `Entity`
+///   (the name is ignored when matching); jsonb → `Json`; tag_list → `Text` (a tag name) or `Entity`.
+/// - `Many` never contains `Null` and is never empty.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Operand {
     /// `is`, `is_not`, `less_than`, `greater_than`, `contains`, ...: one value (may be `Null` for is/is_not).
@@ -200,12 +214,41 @@ pub struct Condition {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Filter {
     Condition(Condition),
-    Group { op: LogicalOp, children: Vec<Filter> },
+    Group {
+        op: LogicalOp,
+        children: Vec<Filter>,
+    },
 }
 
 impl Filter {
     /// The filter that matches every row.
     pub fn all() -> Filter {
-        Filter::Group { op: LogicalOp::And, children: Vec::new() }
+        Filter::Group {
+            op: LogicalOp::And,
+            children: Vec::new(),
+        }
+    }
+
+    /// Whether the filter has no condition at all (so it matches every row).
+    pub fn is_all(&self) -> bool {
+        match self {
+            Filter::Condition(_) => false,
+            Filter::Group { children, .. } => children.iter().all(Filter::is_all),
+        }
+    }
+
+    /// Every condition of the tree, depth first, in order.
+    pub fn conditions(&self) -> Vec<&Condition> {
+        let mut out = Vec::new();
+        self.visit(&mut |c| out.push(c));
+        out
+    }
+
+    /// Calls `f` on every condition of the tree, depth first, in order.
+    pub fn visit<'a>(&'a self, f: &mut dyn FnMut(&'a Condition)) {
+        match self {
+            Filter::Condition(c) => f(c),
+            Filter::Group { children, .. } => children.iter().for_each(|c| c.visit(f)),
+        }
     }
 }

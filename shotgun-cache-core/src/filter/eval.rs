@@ -34,6 +34,8 @@
 //! | jsonb | `is` compares the JSON value; `contains` is containment (objects: every key contained; arrays: every element contained in some element; scalars: equal) |
 //! | addressing | ⚠ handled like multi_entity over its `[{type, id, name}]` list; `contains X` = `is X` |
 //! | sorting (`query`) | keys in order, then `id` ascending as the final tiebreak. Nulls first on asc, last on desc (⚠). Text case-insensitive (⚠). Entity by live name (case-insensitive), then type, then id. Deep-link sorts follow single-entity hops; a multi_entity hop sorts as null. multi_entity, json-valued and other unsortable types sort as null |
+//! | sort fields (`validate_sort_field`) | ⚠ a field that does not exist, and summary/url/serializable fields, are silently ignored; uuid and pivot_column are 400 (protocol §3.6) |
+//! | return fields (`validate_return_field`) | a hop to a type outside the link's `valid_types`, or through a url field, makes the field absent (not an error); unknown fields and types are errors (protocol §3.5) |
 //! | projection (`query`) | deep-link return fields through single-entity links read the target's value (null when the link is null, points at another type or at an uncached target); through a multi_entity hop they are absent. Links in returned values have live names and drop retired targets |
 
 use std::cmp::Ordering;

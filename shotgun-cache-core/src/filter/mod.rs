@@ -13,10 +13,16 @@ pub mod eval;
 pub mod parse;
 pub mod validate;
 
-pub use ast::{Condition, FieldPath, Filter, Hop, LogicalOp, Operand, Operator, RawCondition, RawFilter, TimeUnit};
+pub use ast::{
+    Condition, FieldPath, Filter, Hop, LogicalOp, Operand, Operator, RawCondition, RawFilter,
+    TimeUnit,
+};
 pub use eval::{EntitySource, matches};
 pub use parse::{parse_any, parse_with_operator};
-pub use validate::{FilterError, MAX_FILTER_DEPTH, valid_relations, validate, validate_path};
+pub use validate::{
+    FilterError, MAX_FILTER_DEPTH, valid_relations, validate, validate_path, validate_return_field,
+    validate_sort_field,
+};
 
 #[cfg(test)]
 mod tests;

@@ -828,6 +828,56 @@ fn validate_path_resolves_hops() {
     ));
 }
 
+#[test]
+fn return_and_sort_fields_follow_shotgun() {
+    use super::{validate_return_field, validate_sort_field};
+    let s = schema();
+    // Return fields: a type outside valid_types or a hop through a url field is absent, not an error.
+    assert!(
+        validate_return_field(s, "Shot", "sg_sequence.Sequence.code")
+            .expect("valid")
+            .is_some()
+    );
+    assert!(
+        validate_return_field(s, "Shot", "assets.Asset.code")
+            .expect("valid")
+            .is_some()
+    );
+    assert_eq!(
+        validate_return_field(s, "Shot", "sg_sequence.Asset.code"),
+        Ok(None)
+    );
+    assert_eq!(
+        validate_return_field(s, "Version", "sg_uploaded_movie.Attachment.url"),
+        Ok(None)
+    );
+    let e = validate_return_field(s, "Shot", "sg_nope").expect_err("unknown field");
+    assert!(e.to_string().contains("Shot.sg_nope"), "{e}");
+    assert!(validate_return_field(s, "Shot", "code.Sequence.code").is_err());
+    // Sort fields: unknown, url and summary fields are ignored; uuid and pivot_column are errors.
+    assert!(
+        validate_sort_field(s, "Shot", "sg_sequence.Sequence.code")
+            .expect("valid")
+            .is_some()
+    );
+    assert_eq!(validate_sort_field(s, "Shot", "sg_nope"), Ok(None));
+    assert_eq!(
+        validate_sort_field(s, "Version", "sg_uploaded_movie"),
+        Ok(None)
+    );
+    let e = validate_sort_field(s, "Shot", "step_0").expect_err("pivot_column");
+    assert_eq!(
+        e.to_string(),
+        "API read() Shot.step_0 (pivot_column) cannot be used to sort."
+    );
+    let e = validate_sort_field(s, "LocalStorage", "uuid").expect_err("uuid");
+    assert!(e.to_string().contains("LocalStorage.uuid (uuid)"), "{e}");
+    assert!(matches!(
+        validate_sort_field(s, "Shoot", "code"),
+        Err(FilterError::UnknownType { .. })
+    ));
+}
+
 // ---- find: sorting, paging, retired rows, projection ----------------------------------------------
 
 fn path(t: &str, p: &str) -> super::FieldPath {

@@ -107,6 +107,12 @@ pub enum FilterError {
         value: String,
         expected: &'static str,
     },
+    /// A field whose data type cannot be sorted on (uuid, pivot_column: protocol §3.6).
+    #[error("API read() {field} ({data_type}) cannot be used to sort.")]
+    NotSortable {
+        field: String,
+        data_type: &'static str,
+    },
     /// Groups nested deeper than [`MAX_FILTER_DEPTH`].
     #[error("filter nesting is deeper than {limit} groups")]
     TooDeep { limit: usize },
@@ -305,6 +311,48 @@ pub fn validate_path(
         leaf_type,
         leaf_entity_type: current.name.clone(),
     })
+}
+
+/// Resolves a return field of a find (protocol §3.5). Shotgun leaves some deep paths out of every
+/// record instead of failing: a hop to a type outside the link's `valid_types`, or a hop through a url
+/// field (`sg_uploaded_movie.Attachment.url`). Those give `Ok(None)` (the field is absent). Paths
+/// through multi_entity resolve normally; projection leaves them out. Unknown fields and types are errors.
+pub fn validate_return_field(
+    schema: &SiteSchema,
+    entity_type: &str,
+    path: &str,
+) -> Result<Option<FieldPath>, FilterError> {
+    match validate_path(schema, entity_type, path) {
+        Ok(p) => Ok(Some(p)),
+        Err(FilterError::InvalidLinkType { .. }) => Ok(None),
+        Err(FilterError::NotALink { data_type, .. }) if data_type == DataType::Url.as_str() => {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Resolves a sort field (protocol §3.6). ⚠ Sorting on a field that does not exist, or on a summary,
+/// url, serializable or unknown-type field, is silently ignored (`Ok(None)`); uuid and pivot_column
+/// are errors ([`FilterError::NotSortable`]). Other path errors (unknown type, bad hop) are errors.
+pub fn validate_sort_field(
+    schema: &SiteSchema,
+    entity_type: &str,
+    path: &str,
+) -> Result<Option<FieldPath>, FilterError> {
+    let p = match validate_path(schema, entity_type, path) {
+        Ok(p) => p,
+        Err(FilterError::UnknownField { .. }) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    match p.leaf_type {
+        DataType::Uuid | DataType::PivotColumn => Err(FilterError::NotSortable {
+            field: format!("{}.{}", p.leaf_entity_type, p.leaf),
+            data_type: p.leaf_type.as_str(),
+        }),
+        DataType::Summary | DataType::Url | DataType::Serializable | DataType::Unknown => Ok(None),
+        _ => Ok(Some(p)),
+    }
 }
 
 /// Validates a raw filter for `entity_type`.

@@ -7,3 +7,6 @@ pub mod value;
 pub use entity::{Entity, FieldVersions};
 pub use schema::{Cacheability, DataType, EntitySchema, FieldSchema, SiteSchema};
 pub use value::{Date, DateTime, EntityRef, Value, ValueError};
+
+#[cfg(test)]
+mod tests;
