@@ -20,6 +20,8 @@
 //! - **Staging**: a type can be re-imported into a staging copy (`begin_staging`, `WriteBatch::staging`)
 //!   while queries keep reading the live copy; `promote_staging` swaps it in atomically.
 
+#[cfg(feature = "rethinkdb")]
+pub mod rethinkdb;
 pub mod sqlite;
 
 use std::collections::BTreeMap;

@@ -1,0 +1,483 @@
+//! Writes without multi-document transactions: the idempotent commit, staging and promotion.
+//!
+//! # How a batch commits (and why a replay is exact)
+//! 1. **Read** the stored documents the batch touches (one `get_all` per table), with their `rev`.
+//! 2. **Decide** in memory with the ordering guard ([`super::apply`]), write by write, so several
+//!    writes to one entity in a batch compose.
+//! 3. **Journal first.** Every applied change gets a deterministic key
+//!    `"<event_id>:<type>:<id>:<op>:<digest of the new state>"`. Keys already in `journal` are
+//!    kept as they are (a replay); for the others a block of sequence numbers is reserved with one
+//!    atomic `update` of the `meta/journal_seq` counter (returning the new value), and the entries
+//!    are inserted with `conflict: "error"`, so an entry can never be written twice. One batch commits
+//!    at a time per process (and only the syncer writes), so entries become visible in `seq` order.
+//!    A crash between the reservation and the insert leaves a gap in `seq`, never a reuse.
+//! 4. **Data.** Each changed document is replaced with a compare-and-swap inside the database:
+//!    `replace(old => old.rev == expected ? new : old)`. A document changed by someone else in the
+//!    meantime is left alone and the commit fails with `Unavailable` (the syncer retries the batch,
+//!    which recomputes against the new state).
+//! 5. **Type states, schema, then the `state` documents (the cursor) last.**
+//!
+//! A crash after step 3 leaves journal entries whose data is not written yet: the replay (the cursor
+//! did not move) recomputes the same new states from the same stored states, finds the same keys
+//! already journaled, and writes the data. A crash after step 4 replays into writes the guard
+//! rejects as stale: no data change and no new journal entry. Readers can therefore see a journal
+//! entry a moment before its data; the entry carries the entity's new state itself.
+
+use std::collections::{BTreeMap, HashMap};
+
+use ql2::term::TermType as T;
+use serde_json::{Value as Json, json};
+use sha2::{Digest, Sha256};
+
+use super::apply::{apply, event_id, target};
+use super::doc;
+use super::term::{branch, default, eq, field, func1, get, lit, op, op_opts};
+use super::{RethinkStore, ignore_exists};
+use crate::model::{DateTime, Entity};
+use crate::store::{
+    CommitResult, EntityWrite, JournalEntry, JournalOp, StoreError, TypeLayout, TypeState,
+    WriteBatch, WriteOutcome,
+};
+
+/// The state of one touched document during a commit.
+struct Slot {
+    /// `rev` of the stored document (`None` when there was none).
+    rev: Option<i64>,
+    original: Option<Entity>,
+    current: Option<Entity>,
+}
+
+/// Applies writes to one set of tables (live or staging) and returns outcomes plus journal entries
+/// (not yet numbered) and the documents to write per table.
+async fn plan(
+    store: &RethinkStore,
+    writes: &[EntityWrite],
+    table_of: &HashMap<String, String>,
+) -> Result<
+    (
+        Vec<WriteOutcome>,
+        Vec<(String, JournalEntry)>,
+        BTreeMap<String, Vec<Json>>,
+    ),
+    StoreError,
+> {
+    // 1. Read everything the batch touches.
+    let mut ids_by_type: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
+    for w in writes {
+        let (t, id) = target(w);
+        ids_by_type.entry(t).or_default().push(id);
+    }
+    let mut slots: HashMap<(String, i64), Slot> = HashMap::new();
+    for (t, ids) in &ids_by_type {
+        let tbl = table_of
+            .get(*t)
+            .ok_or_else(|| StoreError::Invalid(format!("entity type {t} is not cached")))?;
+        let keys: Vec<Json> = ids.iter().map(|i| json!(i)).collect();
+        let docs = store
+            .list(super::term::get_all(store.tbl(tbl), &keys, None))
+            .await?;
+        let kinds = store.kinds(t);
+        for d in docs {
+            let e = doc::decode_entity(t, &d, &kinds)?;
+            let rev = d.get("rev").and_then(Json::as_i64).unwrap_or(0);
+            slots.insert(
+                (t.to_string(), e.id),
+                Slot {
+                    rev: Some(rev),
+                    original: Some(e.clone()),
+                    current: Some(e),
+                },
+            );
+        }
+        for id in ids {
+            slots.entry((t.to_string(), *id)).or_insert(Slot {
+                rev: None,
+                original: None,
+                current: None,
+            });
+        }
+    }
+    // 2. Decide.
+    let now = DateTime::now();
+    let mut outcomes = Vec::with_capacity(writes.len());
+    let mut journal = Vec::new();
+    let mut display: HashMap<String, Option<String>> = HashMap::new();
+    for w in writes {
+        let (t, id) = target(w);
+        let df = display
+            .entry(t.to_owned())
+            .or_insert_with(|| store.display_field(t))
+            .clone();
+        let slot = slots
+            .get_mut(&(t.to_owned(), id))
+            .expect("every touched document has a slot");
+        let applied = apply(slot.current.as_ref(), w, df.as_deref());
+        if let WriteOutcome::Applied { op: jop, fields } = &applied.outcome {
+            let kinds = store.kinds(t);
+            let digest = match &applied.state {
+                Some(e) => {
+                    let h = Sha256::digest(doc::encode_entity(e, &kinds).to_string().as_bytes());
+                    h.iter()
+                        .take(8)
+                        .map(|b| format!("{b:02x}"))
+                        .collect::<String>()
+                }
+                None => "-".to_owned(),
+            };
+            let key = format!("{}:{}:{}:{}:{}", event_id(w), t, id, jop.as_str(), digest);
+            journal.push((
+                key,
+                JournalEntry {
+                    seq: 0,
+                    event_id: event_id(w),
+                    entity_type: t.to_owned(),
+                    entity_id: id,
+                    op: *jop,
+                    fields: fields.clone(),
+                    at: now,
+                    entity: applied.state.clone(),
+                },
+            ));
+        }
+        if applied.write || matches!(applied.outcome, WriteOutcome::Applied { .. }) {
+            slot.current = applied.state;
+        }
+        outcomes.push(applied.outcome);
+    }
+    // The documents to write: every slot whose state differs from what is stored.
+    let mut docs: BTreeMap<String, Vec<Json>> = BTreeMap::new();
+    let mut touched: Vec<(&(String, i64), &Slot)> = slots.iter().collect();
+    touched.sort_by(|a, b| a.0.cmp(b.0));
+    for ((t, id), slot) in touched {
+        if slot.current == slot.original {
+            continue;
+        }
+        let tbl = table_of.get(t).expect("checked above");
+        let kinds = store.kinds(t);
+        let new_doc = slot.current.as_ref().map(|e| {
+            let mut d = doc::encode_entity(e, &kinds);
+            d["rev"] = json!(slot.rev.unwrap_or(0) + 1);
+            d
+        });
+        docs.entry(tbl.clone())
+            .or_default()
+            .push(json!({"id": id, "expect": slot.rev, "doc": new_doc}));
+    }
+    Ok((outcomes, journal, docs))
+}
+
+/// Writes planned documents with a compare-and-swap per document.
+async fn write_docs(
+    store: &RethinkStore,
+    docs: BTreeMap<String, Vec<Json>>,
+) -> Result<(), StoreError> {
+    for (tbl, items) in docs {
+        for chunk in items.chunks(200) {
+            let n = chunk.len() as u64;
+            let tb = store.tbl(&tbl);
+            let body = func1(|it| {
+                let target = get(tb, field(it.clone(), "id"));
+                op(
+                    T::Replace,
+                    vec![
+                        target,
+                        func1(|old| {
+                            branch(
+                                eq(
+                                    default(field(old.clone(), "rev"), Json::Null),
+                                    field(it.clone(), "expect"),
+                                ),
+                                field(it, "doc"),
+                                old,
+                            )
+                        }),
+                    ],
+                )
+            });
+            let q = op(T::ForEach, vec![lit(&Json::Array(chunk.to_vec())), body]);
+            let r = store.atom(q).await?;
+            let done = ["inserted", "replaced", "deleted"]
+                .iter()
+                .map(|k| r.get(*k).and_then(Json::as_u64).unwrap_or(0))
+                .sum::<u64>();
+            if let Some(err) = r.get("first_error").and_then(Json::as_str) {
+                return Err(StoreError::Internal(format!("writing to {tbl}: {err}")));
+            }
+            if done != n {
+                return Err(StoreError::Unavailable(format!(
+                    "{} of {n} documents in {tbl} changed concurrently (compare-and-swap refused); retry the batch",
+                    n - done
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Numbers and appends journal entries exactly once (see the module docs). Returns the entries with
+/// their sequence numbers, in order.
+async fn append_journal(
+    store: &RethinkStore,
+    entries: Vec<(String, JournalEntry)>,
+) -> Result<Vec<JournalEntry>, StoreError> {
+    if entries.is_empty() {
+        return Ok(Vec::new());
+    }
+    let keys: Vec<Json> = entries.iter().map(|(k, _)| json!(k)).collect();
+    let existing = store
+        .list(super::term::get_all(store.tbl("journal"), &keys, None))
+        .await?;
+    let mut have: HashMap<String, JournalEntry> = HashMap::new();
+    for d in existing {
+        let k = d.get("id").and_then(Json::as_str).unwrap_or("").to_owned();
+        let e = doc::journal_from(&d, &|t| store.kinds(t))?;
+        have.insert(k, e);
+    }
+    let missing = entries
+        .iter()
+        .filter(|(k, _)| !have.contains_key(k))
+        .count() as u64;
+    let mut out = Vec::with_capacity(entries.len());
+    let mut next = 0u64;
+    if missing > 0 {
+        next = reserve_seq(store, missing).await?;
+    }
+    let mut docs = Vec::new();
+    for (k, mut e) in entries {
+        if let Some(old) = have.remove(&k) {
+            out.push(old);
+            continue;
+        }
+        e.seq = next;
+        next += 1;
+        docs.push(doc::journal_json(&k, &e, &store.kinds(&e.entity_type)));
+        out.push(e);
+    }
+    for chunk in docs.chunks(200) {
+        let r = store
+            .atom(op(
+                T::Insert,
+                vec![store.tbl("journal"), lit(&Json::Array(chunk.to_vec()))],
+            ))
+            .await?;
+        if r.get("errors").and_then(Json::as_u64).unwrap_or(0) > 0 {
+            // Only a concurrent writer of the same batch can get here; its entry stands.
+            tracing::warn!(first_error = ?r.get("first_error"), "journal entries already present; kept the stored ones");
+        }
+    }
+    out.sort_by_key(|e| e.seq);
+    Ok(out)
+}
+
+/// Reserves `n` sequence numbers; returns the first.
+async fn reserve_seq(store: &RethinkStore, n: u64) -> Result<u64, StoreError> {
+    let upd = op_opts(
+        T::Update,
+        vec![
+            get(store.tbl("meta"), json!("journal_seq")),
+            func1(|row| json!({"seq": op(T::Add, vec![field(row, "seq"), json!(n)])})),
+        ],
+        json!({"return_changes": true}),
+    );
+    let r = store.atom(upd).await?;
+    let end = r
+        .get("changes")
+        .and_then(Json::as_array)
+        .and_then(|c| c.first())
+        .and_then(|c| c.get("new_val"))
+        .and_then(|v| v.get("seq"))
+        .and_then(Json::as_u64)
+        .ok_or_else(|| StoreError::Corrupt(format!("journal_seq counter did not advance: {r}")))?;
+    Ok(end + 1 - n)
+}
+
+pub(super) async fn commit(
+    store: &RethinkStore,
+    batch: WriteBatch,
+) -> Result<CommitResult, StoreError> {
+    let _guard = store.inner.write_lock.lock().await;
+    let mut live_tables = HashMap::new();
+    let mut staging_tables = HashMap::new();
+    let mut types: Vec<&str> = batch.writes.iter().map(|w| target(w).0).collect();
+    types.extend(batch.staging.iter().map(|w| target(w).0));
+    types.sort();
+    types.dedup();
+    for t in types {
+        store.layout(t).await?;
+        let (live, staging, _) = store
+            .copies(t)
+            .await?
+            .ok_or_else(|| StoreError::Invalid(format!("entity type {t} is not prepared")))?;
+        live_tables.insert(t.to_owned(), live);
+        if let Some(s) = staging {
+            staging_tables.insert(t.to_owned(), s);
+        }
+    }
+    let (outcomes, journal, docs) = plan(store, &batch.writes, &live_tables).await?;
+    let journal = if batch.journal {
+        append_journal(store, journal).await?
+    } else {
+        Vec::new()
+    };
+    write_docs(store, docs).await?;
+    if !batch.staging.is_empty() {
+        for w in &batch.staging {
+            let t = target(w).0;
+            if !staging_tables.contains_key(t) {
+                return Err(StoreError::Invalid(format!(
+                    "entity type {t} has no staging copy (call begin_staging first)"
+                )));
+            }
+        }
+        let (_, _, sdocs) = plan(store, &batch.staging, &staging_tables).await?;
+        write_docs(store, sdocs).await?;
+    }
+    if !batch.type_states.is_empty() {
+        let docs: Vec<Json> = batch.type_states.iter().map(doc::type_state_json).collect();
+        store
+            .atom(op_opts(
+                T::Insert,
+                vec![store.tbl("type_state"), lit(&Json::Array(docs))],
+                json!({"conflict": "replace"}),
+            ))
+            .await?;
+    }
+    if let Some(schema) = &batch.schema {
+        let d = json!({"id": "site", "schema": doc::schema_json(schema)});
+        store
+            .atom(op_opts(
+                T::Insert,
+                vec![store.tbl("schema"), lit(&d)],
+                json!({"conflict": "replace"}),
+            ))
+            .await?;
+        *store
+            .inner
+            .schema
+            .write()
+            .expect("schema lock is never poisoned") = Some(schema.clone());
+    }
+    if !batch.state.is_empty() {
+        let docs: Vec<Json> = batch
+            .state
+            .iter()
+            .map(|(k, v)| json!({"id": k, "value": v}))
+            .collect();
+        store
+            .atom(op_opts(
+                T::Insert,
+                vec![store.tbl("state"), lit(&Json::Array(docs))],
+                json!({"conflict": "replace"}),
+            ))
+            .await?;
+    }
+    Ok(CommitResult { outcomes, journal })
+}
+
+pub(super) async fn begin_staging(
+    store: &RethinkStore,
+    layout: &TypeLayout,
+) -> Result<(), StoreError> {
+    let _guard = store.inner.write_lock.lock().await;
+    let t = &layout.entity_type;
+    let (live, staging, generation) = store
+        .copies(t)
+        .await?
+        .ok_or_else(|| StoreError::Invalid(format!("entity type {t} is not prepared")))?;
+    if let Some(old) = staging {
+        ignore_missing(
+            store
+                .atom(op(
+                    T::TableDrop,
+                    vec![super::term::db(store.database()), json!(old)],
+                ))
+                .await,
+        )?;
+    }
+    let mut generation = generation + 1;
+    let mut name = format!("e_{t}_{generation}");
+    if name == live {
+        generation += 1;
+        name = format!("e_{t}_{generation}");
+    }
+    ignore_missing(
+        store
+            .atom(op(
+                T::TableDrop,
+                vec![super::term::db(store.database()), json!(name.clone())],
+            ))
+            .await,
+    )?;
+    store.ensure_type_table(&name, layout).await?;
+    let upd = op(
+        T::Update,
+        vec![
+            get(store.tbl("copies"), json!(t)),
+            lit(&json!({"staging": name, "gen": generation})),
+        ],
+    );
+    store.atom(upd).await?;
+    Ok(())
+}
+
+pub(super) async fn promote_staging(
+    store: &RethinkStore,
+    state: TypeState,
+) -> Result<(), StoreError> {
+    let _guard = store.inner.write_lock.lock().await;
+    let t = state.entity_type.clone();
+    let (live, staging, generation) = store
+        .copies(&t)
+        .await?
+        .ok_or_else(|| StoreError::Invalid(format!("entity type {t} is not prepared")))?;
+    let staging = staging.ok_or_else(|| {
+        StoreError::Invalid(format!("entity type {t} has no staging copy to promote"))
+    })?;
+    // The swap: one atomic single-document update that every reader resolves inside its query.
+    let upd = op(
+        T::Update,
+        vec![
+            get(store.tbl("copies"), json!(t)),
+            lit(&json!({"live": staging, "staging": null})),
+        ],
+    );
+    store.atom(upd).await?;
+    store
+        .atom(op_opts(
+            T::Insert,
+            vec![store.tbl("type_state"), lit(&doc::type_state_json(&state))],
+            json!({"conflict": "replace"}),
+        ))
+        .await?;
+    let entry = JournalEntry {
+        seq: 0,
+        event_id: 0,
+        entity_type: t.clone(),
+        entity_id: 0,
+        op: JournalOp::Reload,
+        fields: Vec::new(),
+        at: DateTime::now(),
+        entity: None,
+    };
+    append_journal(store, vec![(format!("reload:{t}:{generation}"), entry)]).await?;
+    ignore_missing(
+        store
+            .atom(op(
+                T::TableDrop,
+                vec![super::term::db(store.database()), json!(live)],
+            ))
+            .await,
+    )?;
+    Ok(())
+}
+
+fn ignore_missing(r: Result<Json, StoreError>) -> Result<(), StoreError> {
+    match r {
+        Err(StoreError::Internal(m) | StoreError::Unavailable(m))
+            if m.contains("does not exist") =>
+        {
+            Ok(())
+        }
+        other => ignore_exists(other.map(|_| ())),
+    }
+}
