@@ -50,13 +50,11 @@ impl Entity {
         }
     }
 
-    /// The value of a field; `Null` for a field that is not cached or not set.
+    /// The value of a field; `Null` for a field that is not cached or not set. `id` is not a field
+    /// (it reads `Null` here); callers that need it as a value use [`Entity::id_value`].
     pub fn get(&self, field: &str) -> &Value {
         const NULL: Value = Value::Null;
-        match field {
-            // `id` is always known; callers that need it as a Value use `id_value`.
-            _ => self.fields.get(field).unwrap_or(&NULL),
-        }
+        self.fields.get(field).unwrap_or(&NULL)
     }
 
     pub fn id_value(&self) -> Value {
