@@ -1,0 +1,175 @@
+//! The admin HTTP port: `/healthz` (process up), `/readyz` (initial import done), `/metrics`
+//! (Prometheus text, rendered from this syncer's own figures) and `/webhook` (verifies Shotgun's
+//! `X-SG-SIGNATURE: sha1=<hex>` HMAC in constant time and triggers an immediate poll; the data
+//! still comes from the event log).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use hmac::{Hmac, Mac};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
+use subtle::ConstantTimeEq;
+
+use crate::engine::Engine;
+
+/// The state of the admin routes.
+#[derive(Clone)]
+pub struct Admin {
+    pub engine: Arc<Engine>,
+    /// A recorder owned by this syncer (not the global one), so several syncers in one process
+    /// (tests) report their own figures.
+    pub recorder: Arc<PrometheusRecorder>,
+}
+
+pub fn router(engine: Arc<Engine>) -> Router {
+    let recorder = Arc::new(PrometheusBuilder::new().build_recorder());
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .route("/webhook", post(webhook))
+        .with_state(Admin { engine, recorder })
+}
+
+async fn readyz(State(a): State<Admin>) -> impl IntoResponse {
+    if a.engine.status.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "initial import in progress\n",
+        )
+    }
+}
+
+async fn metrics_text(State(a): State<Admin>) -> impl IntoResponse {
+    let s = &a.engine.status;
+    let counts = a.engine.type_counts().await;
+    let progress = s.progress();
+    let lag = s.lag_seconds();
+    metrics::with_local_recorder(a.recorder.as_ref(), || {
+        if let Some(l) = lag {
+            metrics::gauge!("shotgun_cache_syncer_lag_seconds").set(l);
+        }
+        metrics::gauge!("shotgun_cache_syncer_last_applied_event_id")
+            .set(s.last_applied_event_id.load(Ordering::Relaxed) as f64);
+        metrics::gauge!("shotgun_cache_syncer_events_per_second").set(s.events_per_second());
+        metrics::gauge!("shotgun_cache_syncer_open_gaps")
+            .set(s.open_gaps.load(Ordering::Relaxed) as f64);
+        metrics::gauge!("shotgun_cache_syncer_expired_gaps_total")
+            .set(s.expired_gaps.load(Ordering::Relaxed) as f64);
+        metrics::gauge!("shotgun_cache_syncer_events_applied_total")
+            .set(s.events_applied.load(Ordering::Relaxed) as f64);
+        metrics::gauge!("shotgun_cache_syncer_retries_total").set(a.engine.site.retries() as f64);
+        metrics::gauge!("shotgun_cache_syncer_set_aside_events_total")
+            .set(s.set_aside.load(Ordering::Relaxed) as f64);
+        metrics::gauge!("shotgun_cache_syncer_rereads_total")
+            .set(s.rereads.load(Ordering::Relaxed) as f64);
+        metrics::gauge!("shotgun_cache_syncer_poll_errors_total")
+            .set(s.poll_errors.load(Ordering::Relaxed) as f64);
+        metrics::gauge!("shotgun_cache_syncer_reconcile_repairs_total")
+            .set(s.reconcile_repairs.load(Ordering::Relaxed) as f64);
+        metrics::gauge!("shotgun_cache_syncer_journal_head")
+            .set(s.journal_head.load(Ordering::Relaxed) as f64);
+        metrics::gauge!("shotgun_cache_syncer_ready").set(if s.ready.load(Ordering::Relaxed) {
+            1.0
+        } else {
+            0.0
+        });
+        for (t, (live, retired)) in &counts {
+            metrics::gauge!("shotgun_cache_syncer_entities", "entity_type" => t.clone(), "state" => "live").set(*live as f64);
+            metrics::gauge!("shotgun_cache_syncer_entities", "entity_type" => t.clone(), "state" => "retired").set(*retired as f64);
+        }
+        for (t, p) in &progress {
+            metrics::gauge!("shotgun_cache_syncer_import_done", "entity_type" => t.clone())
+                .set(p.done as f64);
+            metrics::gauge!("shotgun_cache_syncer_import_total", "entity_type" => t.clone())
+                .set(p.total as f64);
+        }
+    });
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        a.recorder.handle().render(),
+    )
+}
+
+/// Checks `sha1=<hex>` against HMAC-SHA1(body, secret) in constant time.
+pub fn verify_signature(secret: &[u8], body: &[u8], header: &str) -> bool {
+    let Some(hex) = header.trim().strip_prefix("sha1=") else {
+        return false;
+    };
+    let Some(given) = decode_hex(hex) else {
+        return false;
+    };
+    let Ok(mut mac) = Hmac::<sha1::Sha1>::new_from_slice(secret) else {
+        return false;
+    };
+    mac.update(body);
+    let want = mac.finalize().into_bytes();
+    want.as_slice().ct_eq(&given).into()
+}
+
+fn decode_hex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+async fn webhook(State(a): State<Admin>, headers: HeaderMap, body: Bytes) -> impl IntoResponse {
+    let secret = a
+        .engine
+        .config
+        .syncer
+        .webhook_secret
+        .expose()
+        .as_bytes()
+        .to_vec();
+    if secret.is_empty() {
+        return (
+            StatusCode::NOT_FOUND,
+            "webhook receiver disabled: set SHOTGUN_CACHE_SYNCER__WEBHOOK_SECRET\n",
+        );
+    }
+    let sig = headers
+        .get("x-sg-signature")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !verify_signature(&secret, &body, sig) {
+        tracing::warn!("webhook delivery with a bad or missing X-SG-SIGNATURE rejected");
+        return (StatusCode::UNAUTHORIZED, "bad signature\n");
+    }
+    a.engine.poll_now.notify_one();
+    (StatusCode::OK, "polling\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signature_checks() {
+        let mut mac = Hmac::<sha1::Sha1>::new_from_slice(b"k").expect("any key length");
+        mac.update(b"body");
+        let hex: String = mac
+            .finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert!(verify_signature(b"k", b"body", &format!("sha1={hex}")));
+        assert!(!verify_signature(b"k", b"body2", &format!("sha1={hex}")));
+        assert!(!verify_signature(b"other", b"body", &format!("sha1={hex}")));
+        assert!(!verify_signature(b"k", b"body", &hex));
+        assert!(!verify_signature(b"k", b"body", "sha1=zz"));
+    }
+}

@@ -1,0 +1,887 @@
+//! The Shotgun REST API v1 client: the only code that talks to the site (protocol §1).
+//!
+//! It authenticates with `client_credentials` (form-encoded), refreshes the access token before it
+//! expires and on a 401, and retries 429 (honouring `Retry-After`), 502/503/504 and other 5xx,
+//! timeouts and dropped connections with exponential backoff and full jitter. Records are parsed
+//! from the REST shape (`attributes` + `relationships`, floats as strings, dotted keys) into typed
+//! [`Entity`] values using the site schema. Every failure at this boundary is a [`SiteError`].
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use rand::Rng;
+use serde_json::{Value as Json, json};
+use shotgun_cache_core::model::{DataType, Entity, EntityRef, SiteSchema, Value};
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+/// Errors at the site boundary.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SiteError {
+    /// The site rejected the script credentials (not retried).
+    #[error("authentication as script '{script}' failed: {message}")]
+    Auth { script: String, message: String },
+    /// A request the site answered with a 4xx other than 401/429 (not retried).
+    #[error("site answered {status} to {what}: {message}")]
+    Rejected {
+        what: String,
+        status: u16,
+        message: String,
+    },
+    /// Retries were exhausted on 429/5xx/timeouts/connection errors.
+    #[error("site unavailable for {what} after {attempts} attempts: {last}")]
+    Unavailable {
+        what: String,
+        attempts: u32,
+        last: String,
+    },
+    /// The answer did not have the expected shape.
+    #[error("unexpected answer to {what}: {reason}")]
+    Shape { what: String, reason: String },
+}
+
+impl SiteError {
+    fn shape(what: &str, reason: impl Into<String>) -> SiteError {
+        SiteError::Shape {
+            what: what.to_owned(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Which rows a search returns (`options.return_only`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReturnOnly {
+    Active,
+    Retired,
+}
+
+impl ReturnOnly {
+    fn as_str(self) -> &'static str {
+        match self {
+            ReturnOnly::Active => "active",
+            ReturnOnly::Retired => "retired",
+        }
+    }
+}
+
+/// One EventLogEntry as the syncer needs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub id: i64,
+    pub event_type: String,
+    pub attribute_name: Option<String>,
+    pub meta: Json,
+    /// The `entity` link (null once the entity is retired; use `meta` instead).
+    pub entity: Option<EntityRef>,
+    /// Unix seconds (server clock).
+    pub created_at: i64,
+}
+
+/// Connection settings of the client.
+#[derive(Debug, Clone)]
+pub struct SiteOptions {
+    pub url: String,
+    pub script_name: String,
+    pub script_key: String,
+    pub request_timeout: Duration,
+    /// Attempts per request (the first included) before giving up with [`SiteError::Unavailable`].
+    pub max_attempts: u32,
+    /// First backoff delay; doubled per attempt up to `max_backoff`, with full jitter.
+    pub base_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl SiteOptions {
+    pub fn new(
+        url: &str,
+        script_name: &str,
+        script_key: &str,
+        request_timeout: Duration,
+    ) -> SiteOptions {
+        SiteOptions {
+            url: url.trim_end_matches('/').to_owned(),
+            script_name: script_name.to_owned(),
+            script_key: script_key.to_owned(),
+            request_timeout,
+            max_attempts: 8,
+            base_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(10),
+        }
+    }
+}
+
+struct Token {
+    access: String,
+    /// Refresh when this instant passes (90 % of `expires_in`).
+    refresh_at: Instant,
+}
+
+/// The REST client. Cheap to clone; clones share the token and the counters.
+#[derive(Clone)]
+pub struct Site {
+    http: reqwest::Client,
+    opts: Arc<SiteOptions>,
+    token: Arc<Mutex<Option<Token>>>,
+    retries: Arc<AtomicU64>,
+    requests: Arc<AtomicU64>,
+}
+
+/// What one attempt produced.
+enum Attempt {
+    Done(Json),
+    /// Retry after this delay (or the backoff when `None`); the string says why.
+    Retry(Option<Duration>, String),
+    /// The token was refused: drop it and retry at once.
+    Reauth(String),
+}
+
+const ARRAY_MIME: &str = "application/vnd+shotgun.api3_array+json";
+const HASH_MIME: &str = "application/vnd+shotgun.api3_hash+json";
+
+impl Site {
+    pub fn new(opts: SiteOptions) -> Result<Site, SiteError> {
+        let http = reqwest::Client::builder()
+            .timeout(opts.request_timeout)
+            .connect_timeout(opts.request_timeout.min(Duration::from_secs(10)))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| SiteError::shape("client setup", e.to_string()))?;
+        Ok(Site {
+            http,
+            opts: Arc::new(opts),
+            token: Arc::new(Mutex::new(None)),
+            retries: Arc::new(AtomicU64::new(0)),
+            requests: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    /// Requests retried since start (all causes).
+    pub fn retries(&self) -> u64 {
+        self.retries.load(Ordering::Relaxed)
+    }
+
+    /// Requests sent since start (attempts, including retries).
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    fn backoff(&self, attempt: u32) -> Duration {
+        let exp = self
+            .opts
+            .base_backoff
+            .saturating_mul(1u32 << attempt.min(16));
+        let cap = exp.min(self.opts.max_backoff);
+        let ms = rand::rng().random_range(0..=cap.as_millis().max(1) as u64);
+        Duration::from_millis(ms)
+    }
+
+    async fn authenticate(&self) -> Result<String, SiteError> {
+        let what = "POST /api/v1/auth/access_token";
+        let url = format!("{}/api/v1/auth/access_token", self.opts.url);
+        let mut last = String::new();
+        for attempt in 0..self.opts.max_attempts {
+            if attempt > 0 {
+                self.retries.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(self.backoff(attempt)).await;
+            }
+            self.requests.fetch_add(1, Ordering::Relaxed);
+            let resp = self
+                .http
+                .post(&url)
+                .header("Accept", "application/json")
+                .form(&[
+                    ("grant_type", "client_credentials"),
+                    ("client_id", self.opts.script_name.as_str()),
+                    ("client_secret", self.opts.script_key.as_str()),
+                ])
+                .send()
+                .await;
+            let resp = match resp {
+                Ok(r) => r,
+                Err(e) => {
+                    last = describe_reqwest(&e);
+                    continue;
+                }
+            };
+            let status = resp.status().as_u16();
+            let retry_after = retry_after(&resp);
+            let body = resp.text().await.unwrap_or_default();
+            if status == 429 || status >= 500 {
+                last = format!("HTTP {status}");
+                if let Some(d) = retry_after {
+                    tokio::time::sleep(d).await;
+                }
+                continue;
+            }
+            if status != 200 {
+                return Err(SiteError::Auth {
+                    script: self.opts.script_name.clone(),
+                    message: error_title(&body, status),
+                });
+            }
+            let v: Json =
+                serde_json::from_str(&body).map_err(|e| SiteError::shape(what, e.to_string()))?;
+            let access = v
+                .get("access_token")
+                .and_then(Json::as_str)
+                .ok_or_else(|| SiteError::shape(what, "no access_token"))?
+                .to_owned();
+            let expires = v
+                .get("expires_in")
+                .and_then(Json::as_u64)
+                .unwrap_or(600)
+                .max(2);
+            let refresh_at = Instant::now() + Duration::from_millis(expires * 900);
+            *self.token.lock().await = Some(Token {
+                access: access.clone(),
+                refresh_at,
+            });
+            return Ok(access);
+        }
+        Err(SiteError::Unavailable {
+            what: what.to_owned(),
+            attempts: self.opts.max_attempts,
+            last,
+        })
+    }
+
+    async fn bearer(&self) -> Result<String, SiteError> {
+        {
+            let guard = self.token.lock().await;
+            if let Some(t) = guard.as_ref()
+                && Instant::now() < t.refresh_at
+            {
+                return Ok(t.access.clone());
+            }
+        }
+        self.authenticate().await
+    }
+
+    /// Sends one request with auth, retries and backoff; returns the decoded JSON body.
+    async fn call(
+        &self,
+        what: &str,
+        build: impl Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
+    ) -> Result<Json, SiteError> {
+        let mut last = String::new();
+        let mut reauths = 0;
+        let mut attempt = 0;
+        while attempt < self.opts.max_attempts {
+            let token = self.bearer().await?;
+            self.requests.fetch_add(1, Ordering::Relaxed);
+            let outcome = match build(&self.http, &token)
+                .header("Accept", "application/json")
+                .bearer_auth(&token)
+                .send()
+                .await
+            {
+                Err(e) => Attempt::Retry(None, describe_reqwest(&e)),
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    let ra = retry_after(&resp);
+                    match resp.text().await {
+                        Err(e) => Attempt::Retry(
+                            None,
+                            format!("reading the body: {}", describe_reqwest(&e)),
+                        ),
+                        Ok(body) => match status {
+                            200..=299 => match serde_json::from_str::<Json>(&body) {
+                                Ok(v) => Attempt::Done(v),
+                                // A truncated body (dropped connection mid-answer) is retried.
+                                Err(e) => Attempt::Retry(None, format!("undecodable body: {e}")),
+                            },
+                            401 => Attempt::Reauth(error_title(&body, status)),
+                            429 => Attempt::Retry(ra, "HTTP 429".into()),
+                            500..=599 => Attempt::Retry(
+                                ra,
+                                format!("HTTP {status}: {}", error_title(&body, status)),
+                            ),
+                            _ => {
+                                return Err(SiteError::Rejected {
+                                    what: what.to_owned(),
+                                    status,
+                                    message: error_title(&body, status),
+                                });
+                            }
+                        },
+                    }
+                }
+            };
+            match outcome {
+                Attempt::Done(v) => return Ok(v),
+                Attempt::Reauth(msg) => {
+                    *self.token.lock().await = None;
+                    reauths += 1;
+                    self.retries.fetch_add(1, Ordering::Relaxed);
+                    if reauths > 3 {
+                        return Err(SiteError::Auth {
+                            script: self.opts.script_name.clone(),
+                            message: msg,
+                        });
+                    }
+                }
+                Attempt::Retry(after, why) => {
+                    attempt += 1;
+                    last = why;
+                    self.retries.fetch_add(1, Ordering::Relaxed);
+                    if attempt < self.opts.max_attempts {
+                        let delay = after
+                            .map(|d| d.min(Duration::from_secs(60)))
+                            .unwrap_or_else(|| self.backoff(attempt));
+                        tracing::debug!(what, attempt, error = %last, delay_ms = delay.as_millis() as u64, "retrying site request");
+                        tokio::time::sleep(delay).await;
+                    }
+                }
+            }
+        }
+        Err(SiteError::Unavailable {
+            what: what.to_owned(),
+            attempts: self.opts.max_attempts,
+            last,
+        })
+    }
+
+    /// `GET /api/v1/` (server info; no auth needed, but sending it is harmless).
+    pub async fn info(&self) -> Result<Json, SiteError> {
+        let url = format!("{}/api/v1/", self.opts.url);
+        self.call("GET /api/v1/", |c, _| c.get(&url)).await
+    }
+
+    /// Reads the whole site schema: the type list, then each type's fields.
+    pub async fn schema(&self) -> Result<SiteSchema, SiteError> {
+        let url = format!("{}/api/v1/schema", self.opts.url);
+        let entity_read = self.call("GET /api/v1/schema", |c, _| c.get(&url)).await?;
+        let types = entity_read
+            .get("data")
+            .and_then(Json::as_object)
+            .ok_or_else(|| SiteError::shape("GET /api/v1/schema", "no data object"))?
+            .clone();
+        let mut schema_read = serde_json::Map::new();
+        for type_name in types.keys() {
+            let what = format!("GET /api/v1/schema/{type_name}/fields");
+            let url = format!("{}/api/v1/schema/{type_name}/fields", self.opts.url);
+            let v = self.call(&what, |c, _| c.get(&url)).await?;
+            let fields = v
+                .get("data")
+                .cloned()
+                .ok_or_else(|| SiteError::shape(&what, "no data object"))?;
+            schema_read.insert(type_name.clone(), fields);
+        }
+        SiteSchema::from_json(&Json::Object(schema_read), Some(&Json::Object(types)))
+            .map_err(|e| SiteError::shape("schema", e.to_string()))
+    }
+
+    /// One `_search` page: raw REST records.
+    pub async fn search_raw(
+        &self,
+        entity_type: &str,
+        filters: &Json,
+        fields: &[String],
+        sort: &str,
+        page_size: u32,
+        return_only: ReturnOnly,
+    ) -> Result<Vec<Json>, SiteError> {
+        let what = format!("POST /api/v1/entity/{entity_type}/_search");
+        let url = format!("{}/api/v1/entity/{entity_type}/_search", self.opts.url);
+        let mime = if filters.is_object() {
+            HASH_MIME
+        } else {
+            ARRAY_MIME
+        };
+        let body = json!({
+            "filters": filters,
+            "fields": fields.join(","),
+            "sort": sort,
+            "page": {"size": page_size, "number": 1},
+            "options": {"return_only": return_only.as_str(), "include_archived_projects": true},
+        });
+        let body = body.to_string();
+        let v = self
+            .call(&what, |c, _| {
+                c.post(&url).header("Content-Type", mime).body(body.clone())
+            })
+            .await?;
+        match v.get("data") {
+            Some(Json::Array(a)) => Ok(a.clone()),
+            _ => Err(SiteError::shape(&what, "no data array")),
+        }
+    }
+
+    /// Reads entities of one type by keyset: ids `> after` (and `<= upto` when given), in id order,
+    /// at most `page_size`, parsed with `fields` (the cached fields plus the display field).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn page(
+        &self,
+        schema: &SiteSchema,
+        entity_type: &str,
+        fields: &[String],
+        extra_filter: Option<&Json>,
+        after: i64,
+        upto: Option<i64>,
+        page_size: u32,
+        return_only: ReturnOnly,
+    ) -> Result<Vec<Entity>, SiteError> {
+        let mut conds = vec![json!(["id", "greater_than", after])];
+        if let Some(hi) = upto {
+            conds.push(json!(["id", "less_than", hi.saturating_add(1)]));
+        }
+        let filters = combine(conds, extra_filter);
+        let raw = self
+            .search_raw(entity_type, &filters, fields, "id", page_size, return_only)
+            .await?;
+        raw.iter()
+            .map(|r| {
+                parse_record(
+                    schema,
+                    entity_type,
+                    fields,
+                    r,
+                    return_only == ReturnOnly::Retired,
+                )
+            })
+            .collect()
+    }
+
+    /// Reads entities by id (both live and retired), with an optional extra filter applied by the site.
+    pub async fn read_ids(
+        &self,
+        schema: &SiteSchema,
+        entity_type: &str,
+        fields: &[String],
+        extra_filter: Option<&Json>,
+        ids: &[i64],
+    ) -> Result<Vec<Entity>, SiteError> {
+        let mut out = Vec::new();
+        for chunk in ids.chunks(500) {
+            for ro in [ReturnOnly::Active, ReturnOnly::Retired] {
+                let filters = combine(vec![json!(["id", "in", chunk])], extra_filter);
+                let raw = self
+                    .search_raw(entity_type, &filters, fields, "id", 500, ro)
+                    .await?;
+                for r in &raw {
+                    out.push(parse_record(
+                        schema,
+                        entity_type,
+                        fields,
+                        r,
+                        ro == ReturnOnly::Retired,
+                    )?);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Rows changed since `since` (unix seconds, inclusive), live or retired, paged by id.
+    pub async fn updated_since(
+        &self,
+        schema: &SiteSchema,
+        entity_type: &str,
+        fields: &[String],
+        extra_filter: Option<&Json>,
+        since: i64,
+        page_size: u32,
+        return_only: ReturnOnly,
+    ) -> Result<Vec<Entity>, SiteError> {
+        let since = shotgun_cache_core::model::DateTime(since.saturating_sub(1)).to_string();
+        let mut out = Vec::new();
+        let mut after = 0;
+        loop {
+            let conds = vec![
+                json!(["updated_at", "greater_than", since]),
+                json!(["id", "greater_than", after]),
+            ];
+            let filters = combine(conds, extra_filter);
+            let raw = self
+                .search_raw(entity_type, &filters, fields, "id", page_size, return_only)
+                .await?;
+            let n = raw.len();
+            for r in &raw {
+                let e = parse_record(
+                    schema,
+                    entity_type,
+                    fields,
+                    r,
+                    return_only == ReturnOnly::Retired,
+                )?;
+                after = after.max(e.id);
+                out.push(e);
+            }
+            if n < page_size as usize {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Every id of a type (live or retired as asked), in order, with an optional extra filter.
+    pub async fn all_ids(
+        &self,
+        entity_type: &str,
+        extra_filter: Option<&Json>,
+        page_size: u32,
+        return_only: ReturnOnly,
+    ) -> Result<Vec<i64>, SiteError> {
+        let mut out = Vec::new();
+        let mut after = 0;
+        loop {
+            let filters = combine(vec![json!(["id", "greater_than", after])], extra_filter);
+            let raw = self
+                .search_raw(
+                    entity_type,
+                    &filters,
+                    &["id".to_owned()],
+                    "id",
+                    page_size,
+                    return_only,
+                )
+                .await?;
+            let n = raw.len();
+            for r in &raw {
+                let id = r
+                    .get("id")
+                    .and_then(Json::as_i64)
+                    .ok_or_else(|| SiteError::shape("id scan", "record without id"))?;
+                after = after.max(id);
+                out.push(id);
+            }
+            if n < page_size as usize {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// The highest id of a type (live or retired as asked), or 0 when there are none.
+    pub async fn max_id(
+        &self,
+        entity_type: &str,
+        extra_filter: Option<&Json>,
+        return_only: ReturnOnly,
+    ) -> Result<i64, SiteError> {
+        let filters = combine(Vec::new(), extra_filter);
+        let raw = self
+            .search_raw(
+                entity_type,
+                &filters,
+                &["id".to_owned()],
+                "-id",
+                1,
+                return_only,
+            )
+            .await?;
+        Ok(raw
+            .first()
+            .and_then(|r| r.get("id"))
+            .and_then(Json::as_i64)
+            .unwrap_or(0))
+    }
+
+    /// The number of rows matching the filter, via `_summarize`, or `None` when the site cannot say.
+    pub async fn count(
+        &self,
+        entity_type: &str,
+        extra_filter: Option<&Json>,
+        return_only: ReturnOnly,
+    ) -> Option<u64> {
+        let what = format!("POST /api/v1/entity/{entity_type}/_summarize");
+        let url = format!("{}/api/v1/entity/{entity_type}/_summarize", self.opts.url);
+        let filters = combine(Vec::new(), extra_filter);
+        let mime = if filters.is_object() {
+            HASH_MIME
+        } else {
+            ARRAY_MIME
+        };
+        let mut body =
+            json!({"filters": filters, "summary_fields": [{"field": "id", "type": "count"}]});
+        if return_only == ReturnOnly::Retired {
+            body["options"] = json!({"return_only": "retired"});
+        }
+        let body = body.to_string();
+        let v = self
+            .call(&what, |c, _| {
+                c.post(&url).header("Content-Type", mime).body(body.clone())
+            })
+            .await
+            .ok()?;
+        let s = v.get("data").unwrap_or(&v).get("summaries")?.get("id")?;
+        s.as_u64()
+            .or_else(|| s.as_str().and_then(|x| x.parse().ok()))
+    }
+
+    /// EventLogEntries with `id > after`, in id order, at most `limit`.
+    pub async fn events_after(&self, after: i64, limit: u32) -> Result<Vec<Event>, SiteError> {
+        let filters = json!([["id", "greater_than", after]]);
+        self.events(&filters, limit).await
+    }
+
+    /// EventLogEntries with the given ids (those that exist), in id order.
+    pub async fn events_in(&self, ids: &[i64]) -> Result<Vec<Event>, SiteError> {
+        let mut out = Vec::new();
+        for chunk in ids.chunks(500) {
+            let filters = json!([["id", "in", chunk]]);
+            out.extend(self.events(&filters, chunk.len() as u32).await?);
+        }
+        Ok(out)
+    }
+
+    /// The newest EventLogEntry id (0 when the log is empty).
+    pub async fn newest_event_id(&self) -> Result<i64, SiteError> {
+        let raw = self
+            .search_raw(
+                "EventLogEntry",
+                &json!([]),
+                &["id".to_owned()],
+                "-id",
+                1,
+                ReturnOnly::Active,
+            )
+            .await?;
+        Ok(raw
+            .first()
+            .and_then(|r| r.get("id"))
+            .and_then(Json::as_i64)
+            .unwrap_or(0))
+    }
+
+    /// The oldest readable EventLogEntry id (0 when the log is empty).
+    pub async fn oldest_event_id(&self) -> Result<i64, SiteError> {
+        let raw = self
+            .search_raw(
+                "EventLogEntry",
+                &json!([]),
+                &["id".to_owned()],
+                "id",
+                1,
+                ReturnOnly::Active,
+            )
+            .await?;
+        Ok(raw
+            .first()
+            .and_then(|r| r.get("id"))
+            .and_then(Json::as_i64)
+            .unwrap_or(0))
+    }
+
+    async fn events(&self, filters: &Json, limit: u32) -> Result<Vec<Event>, SiteError> {
+        let fields: Vec<String> = [
+            "id",
+            "event_type",
+            "attribute_name",
+            "meta",
+            "entity",
+            "created_at",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        let raw = self
+            .search_raw(
+                "EventLogEntry",
+                filters,
+                &fields,
+                "id",
+                limit.clamp(1, 5000),
+                ReturnOnly::Active,
+            )
+            .await?;
+        raw.iter().map(parse_event).collect()
+    }
+}
+
+/// ANDs extra conditions with an optional cache filter (array or hash form).
+fn combine(mut conds: Vec<Json>, extra: Option<&Json>) -> Json {
+    match extra {
+        None => Json::Array(conds),
+        Some(Json::Array(a)) => {
+            conds.extend(a.iter().cloned());
+            Json::Array(conds)
+        }
+        Some(hash) => {
+            let mut c: Vec<Json> = conds;
+            c.push(hash.clone());
+            json!({"logical_operator": "and", "conditions": c})
+        }
+    }
+}
+
+fn describe_reqwest(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        format!("timeout: {e}")
+    } else if e.is_connect() {
+        format!("connection failed: {e}")
+    } else {
+        e.to_string()
+    }
+}
+
+fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
+    let v = resp.headers().get("retry-after")?.to_str().ok()?;
+    v.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(Duration::from_secs_f64)
+}
+
+/// The `title` of the first REST error, or a short body excerpt.
+fn error_title(body: &str, status: u16) -> String {
+    if let Ok(v) = serde_json::from_str::<Json>(body)
+        && let Some(t) = v
+            .get("errors")
+            .and_then(|e| e.get(0))
+            .and_then(|e| e.get("title"))
+            .and_then(Json::as_str)
+    {
+        return t.to_owned();
+    }
+    let mut s: String = body.chars().take(200).collect();
+    if s.is_empty() {
+        s = format!("HTTP {status}");
+    }
+    s
+}
+
+/// Parses one REST record into an entity with the requested fields (unset fields get their
+/// empty value). `retired` is what the query asked for (`return_only`).
+pub fn parse_record(
+    schema: &SiteSchema,
+    entity_type: &str,
+    fields: &[String],
+    rec: &Json,
+    retired: bool,
+) -> Result<Entity, SiteError> {
+    let what = format!("{entity_type} record");
+    let id = rec
+        .get("id")
+        .and_then(Json::as_i64)
+        .ok_or_else(|| SiteError::shape(&what, "record without an integer id"))?;
+    let mut e = Entity::new(entity_type, id);
+    e.retired = retired;
+    let attrs = rec.get("attributes").and_then(Json::as_object);
+    let rels = rec.get("relationships").and_then(Json::as_object);
+    let ty = schema.entity(entity_type);
+    for f in fields {
+        if f == "id" {
+            continue;
+        }
+        let Some(fs) = ty.and_then(|t| t.field(f)) else {
+            continue;
+        };
+        let raw = if fs.data_type.is_link() {
+            rels.and_then(|r| r.get(f))
+                .map(|r| r.get("data").unwrap_or(r))
+                .or_else(|| attrs.and_then(|a| a.get(f)))
+        } else {
+            attrs.and_then(|a| a.get(f)).or_else(|| {
+                rels.and_then(|r| r.get(f))
+                    .map(|r| r.get("data").unwrap_or(r))
+            })
+        };
+        let value = match raw {
+            None | Some(Json::Null) => Value::empty_for(fs.data_type),
+            Some(v) => Value::from_json(fs.data_type, v).map_err(|err| SiteError::Shape {
+                what: what.clone(),
+                reason: format!(
+                    "field {entity_type}.{f} ({}) of id {id}: {err}",
+                    fs.data_type.as_str()
+                ),
+            })?,
+        };
+        e.fields.insert(f.clone(), value);
+    }
+    let display_field = ty.and_then(|t| t.display_field());
+    e.display_name = display_field
+        .and_then(|df| e.fields.get(df))
+        .and_then(|v| match v {
+            Value::Text(s) => Some(s.clone()),
+            _ => None,
+        })
+        .or_else(|| {
+            attrs
+                .and_then(|a| a.get("cached_display_name"))
+                .and_then(Json::as_str)
+                .map(str::to_owned)
+        });
+    Ok(e)
+}
+
+/// Parses one EventLogEntry record.
+pub fn parse_event(rec: &Json) -> Result<Event, SiteError> {
+    let what = "EventLogEntry record";
+    let id = rec
+        .get("id")
+        .and_then(Json::as_i64)
+        .ok_or_else(|| SiteError::shape(what, "no integer id"))?;
+    let attrs = rec.get("attributes").and_then(Json::as_object);
+    let get = |k: &str| attrs.and_then(|a| a.get(k)).or_else(|| rec.get(k));
+    let event_type = get("event_type")
+        .and_then(Json::as_str)
+        .unwrap_or("")
+        .to_owned();
+    let attribute_name = get("attribute_name")
+        .and_then(Json::as_str)
+        .map(str::to_owned);
+    let meta = match get("meta") {
+        Some(Json::String(s)) => serde_json::from_str(s).unwrap_or(Json::Null),
+        Some(v) => v.clone(),
+        None => Json::Null,
+    };
+    let entity = rec
+        .get("relationships")
+        .and_then(|r| r.get("entity"))
+        .map(|r| r.get("data").unwrap_or(r))
+        .or_else(|| get("entity"))
+        .filter(|v| !v.is_null())
+        .and_then(|v| EntityRef::from_json(v).ok());
+    let created_at = get("created_at")
+        .and_then(Json::as_str)
+        .and_then(shotgun_cache_core::model::DateTime::parse)
+        .map(|t| t.0)
+        .unwrap_or(0);
+    Ok(Event {
+        id,
+        event_type,
+        attribute_name,
+        meta,
+        entity,
+        created_at,
+    })
+}
+
+/// A value from an event's `meta` (`new_value`, `added`, `removed`) typed for a field.
+pub fn meta_value(
+    data_type: DataType,
+    v: &Json,
+) -> Result<Value, shotgun_cache_core::model::ValueError> {
+    // Event meta writes datetimes as `YYYY-MM-DD HH:MM:SS UTC`; `DateTime::parse` accepts it.
+    Value::from_json(data_type, v)
+}
+
+/// Links from a meta `added`/`removed` list.
+pub fn meta_links(v: Option<&Json>) -> Vec<EntityRef> {
+    v.and_then(Json::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| EntityRef::from_json(x).ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Fields to request for a type: the cached ones plus its display field.
+pub fn request_fields(schema: &SiteSchema, entity_type: &str, cached: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = cached.to_vec();
+    if let Some(df) = schema.entity(entity_type).and_then(|t| t.display_field())
+        && !out.iter().any(|f| f == df)
+    {
+        out.push(df.to_owned());
+    }
+    out
+}
+
+/// A map from entity id to its record, for callers that merge results.
+pub fn by_id(entities: Vec<Entity>) -> BTreeMap<i64, Entity> {
+    entities.into_iter().map(|e| (e.id, e)).collect()
+}
