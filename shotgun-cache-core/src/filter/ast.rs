@@ -211,6 +211,8 @@ pub struct Condition {
 }
 
 /// A validated filter tree. `Group { op: And, children: [] }` matches everything.
+// A condition is larger than a group; boxing it would change a type every component matches on.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Filter {
     Condition(Condition),

@@ -116,6 +116,9 @@ pub fn positive_form(op: Operator) -> (Operator, bool) {
 
 const NULL: Value = Value::Null;
 
+/// A callback over the live links of a value: `(type, id, live name)`; returns whether to stop.
+type LinkVisitor<'a> = dyn FnMut(&str, Option<i64>, Option<&str>) -> bool + 'a;
+
 struct Cx<'s> {
     src: &'s dyn EntitySource,
     now: DateTime,
@@ -199,11 +202,7 @@ impl Cx<'_> {
 
     /// Calls `f(type, id, live name)` for every live link in a link-valued value, stopping at the
     /// first `true`. Tag names in a tag_list read as `("Tag", None, Some(name))`.
-    fn any_link(
-        &self,
-        v: &Value,
-        f: &mut dyn FnMut(&str, Option<i64>, Option<&str>) -> bool,
-    ) -> bool {
+    fn any_link(&self, v: &Value, f: &mut LinkVisitor<'_>) -> bool {
         match v {
             Value::Entity(r) => self.link(r, f),
             Value::MultiEntity(list) => list.iter().any(|r| self.link(r, f)),
@@ -225,11 +224,7 @@ impl Cx<'_> {
         }
     }
 
-    fn link(
-        &self,
-        r: &EntityRef,
-        f: &mut dyn FnMut(&str, Option<i64>, Option<&str>) -> bool,
-    ) -> bool {
+    fn link(&self, r: &EntityRef, f: &mut LinkVisitor<'_>) -> bool {
         match live_link_name(self.src, r) {
             None => false,
             Some(name) => f(&r.entity_type, Some(r.id), name),

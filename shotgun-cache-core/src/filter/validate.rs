@@ -247,7 +247,7 @@ pub fn validate_path(
             reason: "empty path segment".into(),
         });
     }
-    if parts.len() % 2 == 0 {
+    if parts.len().is_multiple_of(2) {
         return Err(FilterError::BadPath {
             path: path.to_owned(),
             reason: "a deep-link path is field.EntityType.field; it must end with a field name"
