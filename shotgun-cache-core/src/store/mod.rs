@@ -20,6 +20,7 @@
 //! - **Staging**: a type can be re-imported into a staging copy (`begin_staging`, `WriteBatch::staging`)
 //!   while queries keep reading the live copy; `promote_staging` swaps it in atomically.
 
+pub mod conformance;
 #[cfg(feature = "rethinkdb")]
 pub mod rethinkdb;
 pub mod sqlite;
