@@ -81,9 +81,7 @@ pub fn router(state: AppState) -> Router {
 
 /// The api3 routes (`POST /api3/json`) on `api`.
 pub fn router_for(api: Api3) -> Router {
-    Router::new()
-        .route("/api3/json", post(handle))
-        .with_state(api)
+    Router::new().route("/api3/json", post(handle)).with_state(api)
 }
 
 /// The api3 endpoint's state. Cheap to clone.
@@ -113,9 +111,7 @@ impl Api3 {
             "" => None,
             url => Some(SyncerServiceClient::new(
                 Endpoint::from_shared(url.to_owned())
-                    .map_err(|e| {
-                        anyhow::anyhow!("api3.syncer_url {url:?} is not a valid URI: {e}")
-                    })?
+                    .map_err(|e| anyhow::anyhow!("api3.syncer_url {url:?} is not a valid URI: {e}"))?
                     .connect_timeout(Duration::from_secs(2))
                     .connect_lazy(),
             )),
@@ -124,9 +120,7 @@ impl Api3 {
             .timeout(Duration::from_secs(300))
             .pool_idle_timeout(Duration::from_secs(60))
             .build()
-            .map_err(|e| {
-                anyhow::anyhow!("cannot build the HTTP client for forwarding to the site: {e}")
-            })?;
+            .map_err(|e| anyhow::anyhow!("cannot build the HTTP client for forwarding to the site: {e}"))?;
         Ok(Api3 {
             inner: Arc::new(Inner {
                 store,
@@ -149,10 +143,8 @@ impl Api3 {
 
 fn json_response(v: &Json) -> Response {
     let mut r = (StatusCode::OK, v.to_string()).into_response();
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json; charset=utf-8"),
-    );
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
     r
 }
 
@@ -180,9 +172,7 @@ async fn handle(State(api): State<Api3>, body: Bytes) -> Response {
         "create" | "update" | "delete" | "revive" | "batch" => {
             return api.write_through(&call, body).await;
         }
-        other => Err(NotAnswerable(format!(
-            "method {other} is answered by the site only"
-        ))),
+        other => Err(NotAnswerable(format!("method {other} is answered by the site only"))),
     };
     match answered {
         Ok(v) => json_response(&wire::results(v)),
@@ -200,9 +190,14 @@ impl Api3 {
             .site_info
             .get_or_try_init(|| async {
                 let body = Bytes::from_static(br#"{"method_name":"info","params":[]}"#);
-                let answer = forward::forward(&self.inner.http, &self.inner.site_url, body).await.map_err(|e| e.to_string())?;
+                let answer = forward::forward(&self.inner.http, &self.inner.site_url, body)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 let v: Json = serde_json::from_slice(&answer.body).map_err(|e| e.to_string())?;
-                v.get("results").cloned().filter(Json::is_object).ok_or_else(|| format!("unexpected info answer {v}"))
+                v.get("results")
+                    .cloned()
+                    .filter(Json::is_object)
+                    .ok_or_else(|| format!("unexpected info answer {v}"))
             })
             .await
             .cloned()
@@ -238,12 +233,7 @@ impl Api3 {
         read::summarize_answer(&plan, &rows)
     }
 
-    async fn forward_or_refuse(
-        &self,
-        call: &Call,
-        body: Bytes,
-        reason: &NotAnswerable,
-    ) -> Response {
+    async fn forward_or_refuse(&self, call: &Call, body: Bytes, reason: &NotAnswerable) -> Response {
         if !self.inner.forward {
             return fault_response(&Fault::new(
                 ERR_REQUEST,
@@ -282,13 +272,7 @@ impl Api3 {
                             .into_iter()
                             .filter(|t| snap.is_cached_type(&t.entity_type))
                             .collect();
-                        forward::make_visible(
-                            self.inner.syncer.as_ref(),
-                            self.inner.store.as_ref(),
-                            &touched,
-                            VISIBILITY_WAIT,
-                        )
-                        .await;
+                        forward::make_visible(self.inner.syncer.as_ref(), self.inner.store.as_ref(), &touched, VISIBILITY_WAIT).await;
                     }
                 }
             }
@@ -304,10 +288,7 @@ fn store_na(e: shotgun_cache_core::store::StoreError) -> NotAnswerable {
 fn site_response(answer: forward::SiteAnswer) -> Response {
     let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut r = (status, answer.body).into_response();
-    if let Some(ct) = answer
-        .content_type
-        .and_then(|c| HeaderValue::from_str(&c).ok())
-    {
+    if let Some(ct) = answer.content_type.and_then(|c| HeaderValue::from_str(&c).ok()) {
         r.headers_mut().insert(header::CONTENT_TYPE, ct);
     }
     r
@@ -373,8 +354,7 @@ pub async fn summarize_cached(
         fields.push(fp);
     }
     let lookup = |f: &str| data_types.iter().find(|(k, _)| k == f).map(|(_, t)| *t);
-    summarize::check_supported(request, &lookup)
-        .map_err(|e| QueryError::InvalidArgument(e.to_string()))?;
+    summarize::check_supported(request, &lookup).map_err(|e| QueryError::InvalidArgument(e.to_string()))?;
     let query = FindQuery {
         entity_type: entity_type.to_owned(),
         filter,
@@ -385,8 +365,7 @@ pub async fn summarize_cached(
         retired_only: false,
     };
     let rows = store.find(&query).await?;
-    summarize::summarize(request, &rows, &lookup)
-        .map_err(|e| QueryError::InvalidArgument(e.to_string()))
+    summarize::summarize(request, &rows, &lookup).map_err(|e| QueryError::InvalidArgument(e.to_string()))
 }
 
 #[cfg(test)]
