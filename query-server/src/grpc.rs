@@ -175,6 +175,14 @@ impl pb::query_service_server::QueryService for GrpcQueryService {
         .await
     }
 
+    async fn summarize(
+        &self,
+        req: Request<pb::SummarizeRequest>,
+    ) -> Result<Response<pb::SummarizeResponse>, Status> {
+        self.unary("Summarize", req.metadata(), crate::api3::summarize_grpc(&self.svc, req.get_ref()))
+            .await
+    }
+
     type WatchStream = WatchEvents;
 
     async fn watch(

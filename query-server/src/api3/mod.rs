@@ -368,5 +368,77 @@ pub async fn summarize_cached(
     summarize::summarize(request, &rows, &lookup).map_err(|e| QueryError::InvalidArgument(e.to_string()))
 }
 
+/// The gRPC `Summarize` rpc over the domain service: converts the request, resolves the filter with
+/// the same validation as Find, and runs [`summarize_cached`].
+///
+/// # Errors
+/// INVALID_ARGUMENT-class [`QueryError`]s for unknown summary or grouping types and for what the cache
+/// cannot answer exactly; the usual type, field and store errors.
+pub async fn summarize_grpc(
+    svc: &crate::service::QueryService,
+    req: &shotgun_cache_proto::v1::SummarizeRequest,
+) -> Result<shotgun_cache_proto::v1::SummarizeResponse, QueryError> {
+    use shotgun_cache_core::query::Direction;
+    use shotgun_cache_core::summarize::{Grouping, GroupingType, SummaryField, SummaryType};
+    use shotgun_cache_proto::v1 as pb;
+
+    let mut request = SummarizeRequest::default();
+    for (i, s) in req.summaries.iter().enumerate() {
+        let kind = SummaryType::parse(&s.r#type).ok_or_else(|| {
+            QueryError::InvalidArgument(format!(
+                "summaries[{i}]: summary type {:?} for field {:?} must be one of: {}",
+                s.r#type,
+                s.field,
+                SummaryType::ALL.map(SummaryType::as_str).join(", ")
+            ))
+        })?;
+        request.summaries.push(SummaryField {
+            field: s.field.clone(),
+            kind,
+        });
+    }
+    for (i, g) in req.grouping.iter().enumerate() {
+        let t = if g.r#type.is_empty() { "exact" } else { g.r#type.as_str() };
+        let kind = GroupingType::parse(t).ok_or_else(|| {
+            QueryError::InvalidArgument(format!(
+                "grouping[{i}]: grouping type {t:?} for field {:?} must be one of: {}",
+                g.field,
+                GroupingType::ALL.map(GroupingType::as_str).join(", ")
+            ))
+        })?;
+        let direction = if g.direction == pb::SortDirection::Desc as i32 {
+            Direction::Desc
+        } else {
+            Direction::Asc
+        };
+        request.grouping.push(Grouping {
+            field: g.field.clone(),
+            kind,
+            direction,
+        });
+    }
+    let snap = svc.catalog().snapshot();
+    let raw = crate::convert::filter_from_pb(req.filter.as_ref())?;
+    let filter = crate::service::QueryService::resolve_filter(&snap, &req.entity_type, raw.as_ref())?;
+    let result = summarize_cached(svc.store().as_ref(), &snap, &req.entity_type, filter, &request).await?;
+    Ok(pb::SummarizeResponse {
+        summaries: summaries_to_pb(&result.summaries),
+        groups: result.groups.iter().map(group_to_pb).collect(),
+    })
+}
+
+fn summaries_to_pb(s: &[(String, shotgun_cache_core::model::Value)]) -> std::collections::HashMap<String, shotgun_cache_proto::v1::Value> {
+    s.iter().map(|(k, v)| (k.clone(), crate::convert::value_to_pb(v))).collect()
+}
+
+fn group_to_pb(g: &summarize::SummaryGroup) -> shotgun_cache_proto::v1::SummaryGroup {
+    shotgun_cache_proto::v1::SummaryGroup {
+        group_name: g.name.clone(),
+        group_value: Some(crate::convert::value_to_pb(&g.value)),
+        summaries: summaries_to_pb(&g.summaries),
+        groups: g.groups.iter().map(group_to_pb).collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests;
