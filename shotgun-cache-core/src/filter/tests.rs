@@ -302,6 +302,7 @@ fn cases() -> Vec<Case> {
         ("Task", json!([["due_date", "greater_than", "2024-03-01"]]), &[1000, 1001]),
         ("Task", json!([["due_date", "less_than", "2024-03-14"]]), &[1002]),
         ("Task", json!([["due_date", "between", ["2024-03-18", "2024-03-14"]]]), &[1000, 1001]),
+        ("Task", json!([["due_date", "between", [null, "2024-03-14"]]]), &[]),
         ("Task", json!([["due_date", "in", ["2024-02-29", "2024-03-18"]]]), &[1001, 1002]),
         ("Task", json!([["due_date", "not_in", ["2024-02-29"]]]), &[1000, 1001]),
         ("Task", json!([["due_date", "in_last", [1, "DAY"]]]), &[1000]),
@@ -698,6 +699,8 @@ fn validation_errors_name_the_problem() {
     err("Shot", json!([["sg_cut_in", "less_than", null]]), &["null", "Shot.sg_cut_in", "'less_than'"]);
     err("Shot", json!([["code", "is", 5]]), &["5", "Shot.code", "a string"]);
     err("Shot", json!([["code", "in", [null]]]), &["Shot.code", "'in [None]'"]);
+    err("Shot", json!([["sg_cut_in", "not_in", [1, null]]]), &["Shot.sg_cut_in", "'not_in [None]'"]);
+    err("Shot", json!([["sg_sequence", "in", [null]]]), &["Shot.sg_sequence", "'in [None]'"]);
     err("Shot", json!([["code", "contains", null]]), &["Shot.code", "'contains'", "null is not allowed"]);
     err("Shot", json!([["sg_sequence", "is", 10]]), &["Invalid value 10 for field Shot.sg_sequence", "entity link"]);
     err("Shot", json!([["sg_sequence", "in", [{"id": 10}]]]), &["{\"id\":10}", "Shot.sg_sequence", "'in'"]);
