@@ -96,8 +96,9 @@ pub enum SiteError {
         entity_type: String,
         field: String,
     },
-    #[error("{0}")]
-    BadFilter(String),
+    /// A filter the shared validator rejected; `field` is the `Type.field` at fault when known.
+    #[error("{message}")]
+    BadFilter { message: String, field: Option<String> },
     #[error("{entity_type}: {id} not found")]
     NotFound { entity_type: String, id: i64 },
     #[error("API {verb}() {entity_type}.{field}: {message}")]
@@ -164,6 +165,7 @@ impl SiteError {
             | SiteError::UnknownSchemaField { entity_type, field } => {
                 Some(format!("{entity_type}.{field}"))
             }
+            SiteError::BadFilter { field, .. } => field.clone(),
             _ => None,
         }
     }

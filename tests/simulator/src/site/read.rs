@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 
 use serde_json::Value as Json;
-use shotgun_cache_core::filter::{self, FieldPath, Filter, Hop, LogicalOp, Operand, Operator};
+use shotgun_cache_core::filter::{self, FieldPath, Filter, FilterError, Hop, LogicalOp, Operand, Operator};
 use shotgun_cache_core::model::{DataType, DateTime, Entity, SiteSchema, Value};
 use shotgun_cache_core::query::{self, Direction, FindQuery, Sort};
 
@@ -360,6 +360,22 @@ fn typed_id_bounds(f: &Filter) -> (i64, i64) {
     (lo, hi)
 }
 
+/// A validator error as a site error, naming the field at fault when there is one.
+fn bad_filter(e: FilterError) -> SiteError {
+    let field = match &e {
+        FilterError::UnknownField { field, .. }
+        | FilterError::NotFilterable { field, .. }
+        | FilterError::BadOperator { field, .. }
+        | FilterError::Arity { field, .. }
+        | FilterError::EmptyIn { field, .. }
+        | FilterError::BadValue { field, .. }
+        | FilterError::BadDate { field, .. }
+        | FilterError::NotSortable { field, .. } => Some(field.clone()),
+        _ => None,
+    };
+    SiteError::BadFilter { message: e.to_string(), field }
+}
+
 /// The compiled form of a request's filter.
 enum Compiled {
     /// Only an id range: no evaluator needed.
@@ -376,9 +392,9 @@ fn compile(st: &State, entity_type: &str, f: &QueryFilter) -> Result<Compiled, S
                 return Ok(Compiled::Range(lo, hi));
             }
             let raw =
-                filter::parse::parse_any(j).map_err(|e| SiteError::BadFilter(e.to_string()))?;
+                filter::parse::parse_any(j).map_err(bad_filter)?;
             let typed = filter::validate(&st.schema, entity_type, &raw)
-                .map_err(|e| SiteError::BadFilter(e.to_string()))?;
+                .map_err(bad_filter)?;
             let (lo, hi) = typed_id_bounds(&typed);
             Ok(Compiled::Eval(lo, hi, typed))
         }
