@@ -11,6 +11,11 @@
 //! - `offset`/`limit` apply after sorting; `retired_only` selects tombstones instead of live rows.
 //! - projection: a deep-link return field through single-entity links reads the target's value (null
 //!   when the link is null or points at another type); through a multi_entity hop it is **absent**.
+//! - unsortable values (multi_entity, JSON-valued types) sort as null.
+//!
+//! Every rule here is also a row of the semantics table in `filter::eval`, and is tested in
+//! `filter/tests.rs`. [`MemorySource`] is the in-memory [`EntityCollection`] used by tests, the
+//! simulator and Watch filters.
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
