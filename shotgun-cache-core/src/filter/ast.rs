@@ -185,7 +185,8 @@ impl FieldPath {
 /// - number-family operands are `Int`; float/currency operands are `Float`; date → `Date`;
 ///   date_time → `DateTime`; checkbox → `Bool`; entity, multi_entity and addressing → `Entity`
 ///   (the name is ignored when matching); jsonb → `Json`; tag_list → `Text` (a tag name) or `Entity`.
-/// - `Many` never contains `Null` and is never empty.
+/// - `Many` never contains `Null` and is never empty. A `Many` of `Int`s is sorted ascending without
+///   duplicates (the evaluator binary-searches long ones); code building operands by hand must keep that.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Operand {
     /// `is`, `is_not`, `less_than`, `greater_than`, `contains`, ...: one value (may be `Null` for is/is_not).

@@ -116,6 +116,9 @@ pub fn positive_form(op: Operator) -> (Operator, bool) {
 
 const NULL: Value = Value::Null;
 
+/// `in` lists of integers longer than this are binary-searched (they are sorted by `validate`).
+const SORTED_IN_THRESHOLD: usize = 16;
+
 /// A callback over the live links of a value: `(type, id, live name)`; returns whether to stop.
 type LinkVisitor<'a> = dyn FnMut(&str, Option<i64>, Option<&str>) -> bool + 'a;
 
@@ -285,7 +288,20 @@ impl Cx<'_> {
                     self.eq(v, x, t)
                 }
             }
-            (In, Operand::Many(xs)) => xs.iter().any(|x| self.eq(v, x, t)),
+            (In, Operand::Many(xs)) => match v {
+                // Integer lists are sorted by `validate` (see `Operand`): binary-search long ones.
+                Value::Int(i)
+                    if xs.len() > SORTED_IN_THRESHOLD
+                        && matches!(xs.first(), Some(Value::Int(_))) =>
+                {
+                    xs.binary_search_by(|x| match x {
+                        Value::Int(x) => x.cmp(i),
+                        _ => Ordering::Greater,
+                    })
+                    .is_ok()
+                }
+                _ => xs.iter().any(|x| self.eq(v, x, t)),
+            },
             (LessThan, Operand::One(x)) => cmp_values(v, x) == Some(Ordering::Less),
             (GreaterThan, Operand::One(x)) => cmp_values(v, x) == Some(Ordering::Greater),
             (Between, Operand::Range(lo, hi)) => {

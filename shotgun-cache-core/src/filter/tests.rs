@@ -251,6 +251,9 @@ fn cases() -> Vec<Case> {
         ("Shot", json!([["id", "in", [1, 3, 5]]]), &[1, 3]),
         ("Shot", json!([["id", "greater_than", 2]]), &[3, 4]),
         ("Shot", json!([["id", "between", [2, 3]]]), &[2, 3]),
+        ("Shot", json!([["id", "in", [40, 4, 39, 38, 37, 36, 35, 34, 33, 32, 31, 30, 29, 28, 27, 26, 25, 2, 2, 99]]]), &[2, 4]),
+        ("Shot", json!([["id", "not_in", [40, 4, 39, 38, 37, 36, 35, 34, 33, 32, 31, 30, 29, 28, 27, 26, 25, 2, 2, 99]]]), &[1, 3]),
+        ("Shot", json!([["sg_sequence.Sequence.id", "in", [10, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 45, 46]]]), &[1]),
         // timecode (int milliseconds).
         ("Shot", json!([["sg_tc", "is", 0]]), &[2]),
         ("Shot", json!([["sg_tc", "is_not", 0]]), &[1, 3, 4]),
@@ -903,6 +906,55 @@ fn return_and_sort_fields_follow_shotgun() {
         validate_sort_field(s, "Shoot", "code"),
         Err(FilterError::UnknownType { .. })
     ));
+}
+
+#[test]
+fn operands_are_in_normal_form() {
+    let cond = |t: &str, f: Json| match parse_validate(t, &f).expect("valid") {
+        Filter::Group { children, .. } => match children.into_iter().next() {
+            Some(Filter::Condition(c)) => c.operand,
+            other => panic!("one condition expected, got {other:?}"),
+        },
+        other => panic!("a group expected, got {other:?}"),
+    };
+    use super::Operand::{Many, One, Text};
+    let ints = |v: &[i64]| Many(v.iter().map(|i| Value::Int(*i)).collect());
+    assert_eq!(
+        cond("Shot", json!([["id", "in", [3, 1, 2, 3]]])),
+        ints(&[1, 2, 3])
+    );
+    assert_eq!(
+        cond("Shot", json!([["code", "is", "AbC"]])),
+        One(Value::Text("abc".into()))
+    );
+    assert_eq!(cond("Shot", json!([["code", "is", ""]])), One(Value::Null));
+    assert_eq!(
+        cond("Shot", json!([["code", "in", ["A", ""]]])),
+        Many(vec![Value::Text("a".into()), Value::Text("".into())])
+    );
+    assert_eq!(
+        cond("Step", json!([["entity_type", "is", "Shot"]])),
+        One(Value::Text("Shot".into()))
+    );
+    assert_eq!(
+        cond("Shot", json!([["sg_sequence", "name_is", "SEQ"]])),
+        Text("seq".into())
+    );
+    assert_eq!(
+        cond("Shot", json!([["sg_sequence", "type_is", "Sequence"]])),
+        Text("Sequence".into())
+    );
+    assert_eq!(
+        cond(
+            "LocalStorage",
+            json!([["uuid", "is", "{0F8FAD5BD9CB469FA16570867728950E}"]])
+        ),
+        One(Value::Text("0f8fad5b-d9cb-469f-a165-70867728950e".into()))
+    );
+    assert_eq!(
+        cond("Shot", json!([["sg_budget", "is", 2]])),
+        One(Value::Float(2.0))
+    );
 }
 
 // ---- find: sorting, paging, retired rows, projection ----------------------------------------------

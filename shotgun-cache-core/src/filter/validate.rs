@@ -557,6 +557,14 @@ impl Ctx<'_> {
                     }
                     out.push(self.value(v, false)?);
                 }
+                if out.iter().all(|v| matches!(v, Value::Int(_))) {
+                    // Sorted and deduplicated, so the evaluator can binary-search long id lists.
+                    out.sort_by_key(|v| match v {
+                        Value::Int(i) => *i,
+                        _ => 0,
+                    });
+                    out.dedup();
+                }
                 Ok(Operand::Many(out))
             }
             Between | NotBetween => {
