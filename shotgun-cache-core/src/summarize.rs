@@ -244,7 +244,9 @@ fn summaries_json(s: &[(String, Value)]) -> Json {
 
 fn group_json(g: &SummaryGroup) -> Json {
     let value = match &g.value {
-        Value::Entity(r) => serde_json::json!({"type": r.entity_type, "id": r.id, "name": r.name, "valid": "valid"}),
+        Value::Entity(r) => {
+            serde_json::json!({"type": r.entity_type, "id": r.id, "name": r.name, "valid": "valid"})
+        }
         v => v.to_json(),
     };
     let mut m = serde_json::Map::new();
@@ -252,7 +254,10 @@ fn group_json(g: &SummaryGroup) -> Json {
     m.insert("group_value".into(), value);
     m.insert("summaries".into(), summaries_json(&g.summaries));
     if !g.groups.is_empty() {
-        m.insert("groups".into(), Json::Array(g.groups.iter().map(group_json).collect()));
+        m.insert(
+            "groups".into(),
+            Json::Array(g.groups.iter().map(group_json).collect()),
+        );
     }
     Json::Object(m)
 }
@@ -260,37 +265,62 @@ fn group_json(g: &SummaryGroup) -> Json {
 fn is_numeric(t: DataType) -> bool {
     matches!(
         t,
-        DataType::Number | DataType::Float | DataType::Percent | DataType::Duration | DataType::Currency
+        DataType::Number
+            | DataType::Float
+            | DataType::Percent
+            | DataType::Duration
+            | DataType::Currency
     )
 }
 
 fn is_exact_groupable(t: DataType) -> bool {
     matches!(
         t,
-        DataType::Text | DataType::StatusList | DataType::List | DataType::EntityType | DataType::Entity
+        DataType::Text
+            | DataType::StatusList
+            | DataType::List
+            | DataType::EntityType
+            | DataType::Entity
     )
 }
 
 /// Checks that every summary and grouping of `req` can be answered exactly from cached records.
 /// `data_type_of` gives the data type of a (possibly deep) field path, `None` when unknown.
-pub fn check_supported(req: &SummarizeRequest, data_type_of: &dyn Fn(&str) -> Option<DataType>) -> Result<(), SummarizeError> {
+pub fn check_supported(
+    req: &SummarizeRequest,
+    data_type_of: &dyn Fn(&str) -> Option<DataType>,
+) -> Result<(), SummarizeError> {
     for s in &req.summaries {
         if s.field.is_empty() {
-            return Err(SummarizeError::Invalid(format!("summary type {} has no field", s.kind.as_str())));
+            return Err(SummarizeError::Invalid(format!(
+                "summary type {} has no field",
+                s.kind.as_str()
+            )));
         }
         let what = format!("{} on {}", s.kind.as_str(), s.field);
         // Even `record_count`, which ignores its field's values, needs a known field: the site
         // rejects an unknown one, and only the site can word that fault.
-        let t = data_type_of(&s.field).ok_or_else(|| unsupported(&what, format!("field {} is not cached", s.field)))?;
+        let t = data_type_of(&s.field)
+            .ok_or_else(|| unsupported(&what, format!("field {} is not cached", s.field)))?;
         let ok = match s.kind {
             SummaryType::RecordCount | SummaryType::Count => true,
-            SummaryType::Sum | SummaryType::Maximum | SummaryType::Minimum | SummaryType::Average => is_numeric(t),
-            SummaryType::Earliest | SummaryType::Latest => matches!(t, DataType::Date | DataType::DateTime),
+            SummaryType::Sum
+            | SummaryType::Maximum
+            | SummaryType::Minimum
+            | SummaryType::Average => is_numeric(t),
+            SummaryType::Earliest | SummaryType::Latest => {
+                matches!(t, DataType::Date | DataType::DateTime)
+            }
             SummaryType::Checked | SummaryType::Unchecked => t == DataType::Checkbox,
             SummaryType::Percentage => {
-                return Err(unsupported(what, "the percentage value argument has no verified wire shape"));
+                return Err(unsupported(
+                    what,
+                    "the percentage value argument has no verified wire shape",
+                ));
             }
-            SummaryType::StatusPercentage | SummaryType::StatusPercentageAsFloat | SummaryType::StatusList => {
+            SummaryType::StatusPercentage
+            | SummaryType::StatusPercentageAsFloat
+            | SummaryType::StatusList => {
                 return Err(unsupported(
                     what,
                     "status summaries depend on the site's status_list_summary_exclude setting, which the cache cannot read",
@@ -298,20 +328,33 @@ pub fn check_supported(req: &SummarizeRequest, data_type_of: &dyn Fn(&str) -> Op
             }
         };
         if !ok {
-            return Err(unsupported(what, format!("not answered for a {} field", t.as_str())));
+            return Err(unsupported(
+                what,
+                format!("not answered for a {} field", t.as_str()),
+            ));
         }
     }
     for g in &req.grouping {
         if g.field.is_empty() {
-            return Err(SummarizeError::Invalid(format!("grouping type {} has no field", g.kind.as_str())));
+            return Err(SummarizeError::Invalid(format!(
+                "grouping type {} has no field",
+                g.kind.as_str()
+            )));
         }
         let what = format!("grouping {} on {}", g.kind.as_str(), g.field);
-        let t = data_type_of(&g.field).ok_or_else(|| unsupported(&what, format!("field {} is not cached", g.field)))?;
+        let t = data_type_of(&g.field)
+            .ok_or_else(|| unsupported(&what, format!("field {} is not cached", g.field)))?;
         if g.kind != GroupingType::Exact {
-            return Err(unsupported(what, "the site's group names for this grouping type are not verified"));
+            return Err(unsupported(
+                what,
+                "the site's group names for this grouping type are not verified",
+            ));
         }
         if !is_exact_groupable(t) {
-            return Err(unsupported(what, format!("group names of a {} field are not verified", t.as_str())));
+            return Err(unsupported(
+                what,
+                format!("group names of a {} field are not verified", t.as_str()),
+            ));
         }
     }
     Ok(())
@@ -368,19 +411,32 @@ fn int(r: &Record, field: &str) -> Option<i64> {
     }
 }
 
-fn compute(req: &SummarizeRequest, rows: &[&Record], data_type_of: &dyn Fn(&str) -> Option<DataType>) -> Vec<(String, Value)> {
+fn compute(
+    req: &SummarizeRequest,
+    rows: &[&Record],
+    data_type_of: &dyn Fn(&str) -> Option<DataType>,
+) -> Vec<(String, Value)> {
     let mut out: Vec<(String, Value)> = Vec::new();
     for s in &req.summaries {
         let f = s.field.as_str();
-        let is_int = f == "id" || !matches!(data_type_of(f), Some(DataType::Float | DataType::Currency));
+        let is_int =
+            f == "id" || !matches!(data_type_of(f), Some(DataType::Float | DataType::Currency));
         let v = match s.kind {
             SummaryType::RecordCount => Value::Int(rows.len() as i64),
-            SummaryType::Count => Value::Int(rows.iter().filter(|r| f == "id" || non_empty(field_value(r, f))).count() as i64),
+            SummaryType::Count => Value::Int(
+                rows.iter()
+                    .filter(|r| f == "id" || non_empty(field_value(r, f)))
+                    .count() as i64,
+            ),
             SummaryType::Sum if is_int => Value::Int(rows.iter().filter_map(|r| int(r, f)).sum()),
             SummaryType::Sum => Value::Float(rows.iter().filter_map(|r| num(r, f)).sum()),
             SummaryType::Maximum | SummaryType::Minimum if is_int => {
                 let it = rows.iter().filter_map(|r| int(r, f));
-                let m = if s.kind == SummaryType::Maximum { it.max() } else { it.min() };
+                let m = if s.kind == SummaryType::Maximum {
+                    it.max()
+                } else {
+                    it.min()
+                };
                 m.map(Value::Int).unwrap_or(Value::Null)
             }
             SummaryType::Maximum | SummaryType::Minimum => {
@@ -421,9 +477,10 @@ fn compute(req: &SummarizeRequest, rows: &[&Record], data_type_of: &dyn Fn(&str)
                 )
             }
             // Rejected by `check_supported`.
-            SummaryType::Percentage | SummaryType::StatusPercentage | SummaryType::StatusPercentageAsFloat | SummaryType::StatusList => {
-                Value::Null
-            }
+            SummaryType::Percentage
+            | SummaryType::StatusPercentage
+            | SummaryType::StatusPercentageAsFloat
+            | SummaryType::StatusList => Value::Null,
         };
         // Last entry per field wins, as on the site (GT 020).
         if let Some(slot) = out.iter_mut().find(|(k, _)| k == f) {
@@ -447,7 +504,10 @@ fn cmp_dates(a: &Value, b: &Value) -> Ordering {
 fn group_key(r: &Record, field: &str) -> (String, Value) {
     match field_value(r, field) {
         Some(Value::Text(s)) if !s.is_empty() => (s.clone(), Value::Text(s.clone())),
-        Some(Value::Entity(link)) => (link.name.clone().unwrap_or_default(), Value::Entity(link.clone())),
+        Some(Value::Entity(link)) => (
+            link.name.clone().unwrap_or_default(),
+            Value::Entity(link.clone()),
+        ),
         _ => (String::new(), Value::Null),
     }
 }
@@ -482,7 +542,11 @@ fn group_level(
                 .cmp(&b.0.to_lowercase())
                 .then_with(|| a.0.cmp(&b.0))
                 .then_with(|| link_id(&a.1).cmp(&link_id(&b.1)));
-        if g.direction == Direction::Desc { o.reverse() } else { o }
+        if g.direction == Direction::Desc {
+            o.reverse()
+        } else {
+            o
+        }
     });
     buckets
         .into_iter()
@@ -503,13 +567,20 @@ fn link_id(v: &Value) -> i64 {
 }
 
 /// Parses the api3 wire form of `summaries` and `grouping`.
-pub fn parse_wire(summaries: &Json, grouping: Option<&Json>) -> Result<SummarizeRequest, SummarizeError> {
-    let list = summaries
-        .as_array()
-        .ok_or_else(|| SummarizeError::Invalid(format!("summaries must be a list, got {summaries}")))?;
+pub fn parse_wire(
+    summaries: &Json,
+    grouping: Option<&Json>,
+) -> Result<SummarizeRequest, SummarizeError> {
+    let list = summaries.as_array().ok_or_else(|| {
+        SummarizeError::Invalid(format!("summaries must be a list, got {summaries}"))
+    })?;
     let mut req = SummarizeRequest::default();
     for s in list {
-        let field = s.get("field").and_then(Json::as_str).unwrap_or_default().to_owned();
+        let field = s
+            .get("field")
+            .and_then(Json::as_str)
+            .unwrap_or_default()
+            .to_owned();
         let t = s.get("type").and_then(Json::as_str).unwrap_or_default();
         let kind = SummaryType::parse(t).ok_or_else(|| {
             SummarizeError::Invalid(format!(
@@ -524,7 +595,11 @@ pub fn parse_wire(summaries: &Json, grouping: Option<&Json>) -> Result<Summarize
             .as_array()
             .ok_or_else(|| SummarizeError::Invalid(format!("grouping must be a list, got {g}")))?;
         for item in list {
-            let field = item.get("field").and_then(Json::as_str).unwrap_or_default().to_owned();
+            let field = item
+                .get("field")
+                .and_then(Json::as_str)
+                .unwrap_or_default()
+                .to_owned();
             let t = item.get("type").and_then(Json::as_str).unwrap_or("exact");
             let kind = GroupingType::parse(t).ok_or_else(|| {
                 SummarizeError::Invalid(format!(
@@ -532,11 +607,19 @@ pub fn parse_wire(summaries: &Json, grouping: Option<&Json>) -> Result<Summarize
                     GroupingType::ALL.map(GroupingType::as_str).join(", ")
                 ))
             })?;
-            let direction = match item.get("direction").and_then(Json::as_str).unwrap_or("asc") {
+            let direction = match item
+                .get("direction")
+                .and_then(Json::as_str)
+                .unwrap_or("asc")
+            {
                 "desc" => Direction::Desc,
                 _ => Direction::Asc,
             };
-            req.grouping.push(Grouping { field, kind, direction });
+            req.grouping.push(Grouping {
+                field,
+                kind,
+                direction,
+            });
         }
     }
     Ok(req)
@@ -545,7 +628,12 @@ pub fn parse_wire(summaries: &Json, grouping: Option<&Json>) -> Result<Summarize
 /// The fields a summarize needs as return fields of the underlying find.
 pub fn needed_fields(req: &SummarizeRequest) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
-    for f in req.summaries.iter().map(|s| &s.field).chain(req.grouping.iter().map(|g| &g.field)) {
+    for f in req
+        .summaries
+        .iter()
+        .map(|s| &s.field)
+        .chain(req.grouping.iter().map(|g| &g.field))
+    {
         if f != "id" && !out.contains(f) {
             out.push(f.clone());
         }

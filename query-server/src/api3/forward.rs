@@ -42,7 +42,11 @@ pub(crate) struct SiteAnswer {
 }
 
 /// Sends `body` to the site's api3 endpoint.
-pub(crate) async fn forward(http: &reqwest::Client, site_url: &str, body: Bytes) -> Result<SiteAnswer, ForwardError> {
+pub(crate) async fn forward(
+    http: &reqwest::Client,
+    site_url: &str,
+    body: Bytes,
+) -> Result<SiteAnswer, ForwardError> {
     let url = format!("{}/api3/json", site_url.trim_end_matches('/'));
     let unreachable = |e: reqwest::Error| ForwardError::Unreachable {
         url: url.clone(),
@@ -56,7 +60,11 @@ pub(crate) async fn forward(http: &reqwest::Client, site_url: &str, body: Bytes)
         .await
         .map_err(unreachable)?;
     let status = resp.status().as_u16();
-    let content_type = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let content_type = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let body = resp.bytes().await.map_err(unreachable)?;
     Ok(SiteAnswer {
         status,
@@ -98,7 +106,11 @@ fn touched_one(request_type: &str, req: &Json, result: &Json) -> Option<Touched>
         }
         _ => return None,
     };
-    Some(Touched { entity_type, id, expect })
+    Some(Touched {
+        entity_type,
+        id,
+        expect,
+    })
 }
 
 /// The entities a successful write answer touched. `params` is the call's parameters and `results`
@@ -123,14 +135,22 @@ pub(crate) fn touched(method: &str, params: &Json, results: &Json) -> Vec<Touche
 }
 
 /// Makes the touched entities visible in the cache before the client is answered.
-pub(crate) async fn make_visible(syncer: Option<&SyncerServiceClient<Channel>>, store: &dyn Store, touched: &[Touched], wait: Duration) {
+pub(crate) async fn make_visible(
+    syncer: Option<&SyncerServiceClient<Channel>>,
+    store: &dyn Store,
+    touched: &[Touched],
+    wait: Duration,
+) {
     if touched.is_empty() {
         return;
     }
     if let Some(client) = syncer {
         let mut by_type: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
         for t in touched {
-            by_type.entry(t.entity_type.as_str()).or_default().push(t.id);
+            by_type
+                .entry(t.entity_type.as_str())
+                .or_default()
+                .push(t.id);
         }
         let mut all_ok = true;
         for (entity_type, ids) in by_type {

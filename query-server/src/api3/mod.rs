@@ -81,7 +81,9 @@ pub fn router(state: AppState) -> Router {
 
 /// The api3 routes (`POST /api3/json`) on `api`.
 pub fn router_for(api: Api3) -> Router {
-    Router::new().route("/api3/json", post(handle)).with_state(api)
+    Router::new()
+        .route("/api3/json", post(handle))
+        .with_state(api)
 }
 
 /// The api3 endpoint's state. Cheap to clone.
@@ -111,7 +113,9 @@ impl Api3 {
             "" => None,
             url => Some(SyncerServiceClient::new(
                 Endpoint::from_shared(url.to_owned())
-                    .map_err(|e| anyhow::anyhow!("api3.syncer_url {url:?} is not a valid URI: {e}"))?
+                    .map_err(|e| {
+                        anyhow::anyhow!("api3.syncer_url {url:?} is not a valid URI: {e}")
+                    })?
                     .connect_timeout(Duration::from_secs(2))
                     .connect_lazy(),
             )),
@@ -120,7 +124,9 @@ impl Api3 {
             .timeout(Duration::from_secs(300))
             .pool_idle_timeout(Duration::from_secs(60))
             .build()
-            .map_err(|e| anyhow::anyhow!("cannot build the HTTP client for forwarding to the site: {e}"))?;
+            .map_err(|e| {
+                anyhow::anyhow!("cannot build the HTTP client for forwarding to the site: {e}")
+            })?;
         Ok(Api3 {
             inner: Arc::new(Inner {
                 store,
@@ -143,8 +149,10 @@ impl Api3 {
 
 fn json_response(v: &Json) -> Response {
     let mut r = (StatusCode::OK, v.to_string()).into_response();
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
     r
 }
 
@@ -152,16 +160,75 @@ fn fault_response(f: &Fault) -> Response {
     json_response(&f.to_json())
 }
 
+/// Who answered a call, reported in the `x-shotgun-cache` response header and the
+/// `api3_calls_total{method, answered_by}` counter: `cache`, `site` (forwarded), or `refused`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AnsweredBy {
+    Cache,
+    Site,
+    Refused,
+}
+
+impl AnsweredBy {
+    fn as_str(self) -> &'static str {
+        match self {
+            AnsweredBy::Cache => "cache",
+            AnsweredBy::Site => "site",
+            AnsweredBy::Refused => "refused",
+        }
+    }
+}
+
+/// The method label of the metrics: the known api3 methods by name, anything else as `other` (the
+/// method name comes from the client, so it must not become an unbounded label).
+fn method_label(method: &str) -> &'static str {
+    const KNOWN: &[&str] = &[
+        "info",
+        "read",
+        "summarize",
+        "schema_read",
+        "schema_entity_read",
+        "schema_field_read",
+        "create",
+        "update",
+        "delete",
+        "revive",
+        "batch",
+        "query_display_name_cache",
+    ];
+    KNOWN
+        .iter()
+        .find(|m| **m == method)
+        .copied()
+        .unwrap_or("other")
+}
+
 async fn handle(State(api): State<Api3>, body: Bytes) -> Response {
+    let method = wire::parse_call(&body)
+        .map(|c| method_label(&c.method))
+        .unwrap_or("other");
+    let (by, mut response) = dispatch(&api, body).await;
+    metrics::counter!("api3_calls_total", "method" => method, "answered_by" => by.as_str())
+        .increment(1);
+    response
+        .headers_mut()
+        .insert("x-shotgun-cache", HeaderValue::from_static(by.as_str()));
+    response
+}
+
+async fn dispatch(api: &Api3, body: Bytes) -> (AnsweredBy, Response) {
     let call = match wire::parse_call(&body) {
         Ok(c) => c,
-        Err(f) => return fault_response(&f),
+        Err(f) => return (AnsweredBy::Refused, fault_response(&f)),
     };
     if call.method == "info" {
-        return json_response(&wire::results(api.info().await));
+        return (
+            AnsweredBy::Cache,
+            json_response(&wire::results(api.info().await)),
+        );
     }
     if let Err(f) = wire::check_auth(&call.auth, &api.inner.clients) {
-        return fault_response(&f);
+        return (AnsweredBy::Refused, fault_response(&f));
     }
     let answered = match call.method.as_str() {
         "read" => api.read(&call.params).await,
@@ -172,10 +239,12 @@ async fn handle(State(api): State<Api3>, body: Bytes) -> Response {
         "create" | "update" | "delete" | "revive" | "batch" => {
             return api.write_through(&call, body).await;
         }
-        other => Err(NotAnswerable(format!("method {other} is answered by the site only"))),
+        other => Err(NotAnswerable(format!(
+            "method {other} is answered by the site only"
+        ))),
     };
     match answered {
-        Ok(v) => json_response(&wire::results(v)),
+        Ok(v) => (AnsweredBy::Cache, json_response(&wire::results(v))),
         Err(reason) => {
             tracing::debug!(method = %call.method, %reason, "api3 call forwarded");
             api.forward_or_refuse(&call, body, &reason).await
@@ -233,35 +302,50 @@ impl Api3 {
         read::summarize_answer(&plan, &rows)
     }
 
-    async fn forward_or_refuse(&self, call: &Call, body: Bytes, reason: &NotAnswerable) -> Response {
+    async fn forward_or_refuse(
+        &self,
+        call: &Call,
+        body: Bytes,
+        reason: &NotAnswerable,
+    ) -> (AnsweredBy, Response) {
         if !self.inner.forward {
-            return fault_response(&Fault::new(
+            let f = Fault::new(
                 ERR_REQUEST,
                 format!(
                     "API {}() cannot be answered from the cache: {reason}; forwarding to the site is disabled (api3.forward = false)",
                     call.method
                 ),
-            ));
+            );
+            return (AnsweredBy::Refused, fault_response(&f));
         }
         match forward::forward(&self.inner.http, &self.inner.site_url, body).await {
-            Ok(answer) => site_response(answer),
-            Err(e) => fault_response(&Fault::new(ERR_REQUEST, e.to_string())),
+            Ok(answer) => (AnsweredBy::Site, site_response(answer)),
+            Err(e) => (
+                AnsweredBy::Refused,
+                fault_response(&Fault::new(ERR_REQUEST, e.to_string())),
+            ),
         }
     }
 
-    async fn write_through(&self, call: &Call, body: Bytes) -> Response {
+    async fn write_through(&self, call: &Call, body: Bytes) -> (AnsweredBy, Response) {
         if !self.inner.forward {
-            return fault_response(&Fault::new(
+            let f = Fault::new(
                 ERR_REQUEST,
                 format!(
                     "API {}() is a write, which only the site can do; forwarding is disabled (api3.forward = false)",
                     call.method
                 ),
-            ));
+            );
+            return (AnsweredBy::Refused, fault_response(&f));
         }
         let answer = match forward::forward(&self.inner.http, &self.inner.site_url, body).await {
             Ok(a) => a,
-            Err(e) => return fault_response(&Fault::new(ERR_REQUEST, e.to_string())),
+            Err(e) => {
+                return (
+                    AnsweredBy::Refused,
+                    fault_response(&Fault::new(ERR_REQUEST, e.to_string())),
+                );
+            }
         };
         if answer.status == 200 {
             if let Ok(v) = serde_json::from_slice::<Json>(&answer.body) {
@@ -272,12 +356,18 @@ impl Api3 {
                             .into_iter()
                             .filter(|t| snap.is_cached_type(&t.entity_type))
                             .collect();
-                        forward::make_visible(self.inner.syncer.as_ref(), self.inner.store.as_ref(), &touched, VISIBILITY_WAIT).await;
+                        forward::make_visible(
+                            self.inner.syncer.as_ref(),
+                            self.inner.store.as_ref(),
+                            &touched,
+                            VISIBILITY_WAIT,
+                        )
+                        .await;
                     }
                 }
             }
         }
-        site_response(answer)
+        (AnsweredBy::Site, site_response(answer))
     }
 }
 
@@ -288,7 +378,10 @@ fn store_na(e: shotgun_cache_core::store::StoreError) -> NotAnswerable {
 fn site_response(answer: forward::SiteAnswer) -> Response {
     let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut r = (status, answer.body).into_response();
-    if let Some(ct) = answer.content_type.and_then(|c| HeaderValue::from_str(&c).ok()) {
+    if let Some(ct) = answer
+        .content_type
+        .and_then(|c| HeaderValue::from_str(&c).ok())
+    {
         r.headers_mut().insert(header::CONTENT_TYPE, ct);
     }
     r
@@ -354,7 +447,8 @@ pub async fn summarize_cached(
         fields.push(fp);
     }
     let lookup = |f: &str| data_types.iter().find(|(k, _)| k == f).map(|(_, t)| *t);
-    summarize::check_supported(request, &lookup).map_err(|e| QueryError::InvalidArgument(e.to_string()))?;
+    summarize::check_supported(request, &lookup)
+        .map_err(|e| QueryError::InvalidArgument(e.to_string()))?;
     let query = FindQuery {
         entity_type: entity_type.to_owned(),
         filter,
@@ -365,7 +459,8 @@ pub async fn summarize_cached(
         retired_only: false,
     };
     let rows = store.find(&query).await?;
-    summarize::summarize(request, &rows, &lookup).map_err(|e| QueryError::InvalidArgument(e.to_string()))
+    summarize::summarize(request, &rows, &lookup)
+        .map_err(|e| QueryError::InvalidArgument(e.to_string()))
 }
 
 /// The gRPC `Summarize` rpc over the domain service: converts the request, resolves the filter with
@@ -398,7 +493,11 @@ pub async fn summarize_grpc(
         });
     }
     for (i, g) in req.grouping.iter().enumerate() {
-        let t = if g.r#type.is_empty() { "exact" } else { g.r#type.as_str() };
+        let t = if g.r#type.is_empty() {
+            "exact"
+        } else {
+            g.r#type.as_str()
+        };
         let kind = GroupingType::parse(t).ok_or_else(|| {
             QueryError::InvalidArgument(format!(
                 "grouping[{i}]: grouping type {t:?} for field {:?} must be one of: {}",
@@ -419,16 +518,28 @@ pub async fn summarize_grpc(
     }
     let snap = svc.catalog().snapshot();
     let raw = crate::convert::filter_from_pb(req.filter.as_ref())?;
-    let filter = crate::service::QueryService::resolve_filter(&snap, &req.entity_type, raw.as_ref())?;
-    let result = summarize_cached(svc.store().as_ref(), &snap, &req.entity_type, filter, &request).await?;
+    let filter =
+        crate::service::QueryService::resolve_filter(&snap, &req.entity_type, raw.as_ref())?;
+    let result = summarize_cached(
+        svc.store().as_ref(),
+        &snap,
+        &req.entity_type,
+        filter,
+        &request,
+    )
+    .await?;
     Ok(pb::SummarizeResponse {
         summaries: summaries_to_pb(&result.summaries),
         groups: result.groups.iter().map(group_to_pb).collect(),
     })
 }
 
-fn summaries_to_pb(s: &[(String, shotgun_cache_core::model::Value)]) -> std::collections::HashMap<String, shotgun_cache_proto::v1::Value> {
-    s.iter().map(|(k, v)| (k.clone(), crate::convert::value_to_pb(v))).collect()
+fn summaries_to_pb(
+    s: &[(String, shotgun_cache_core::model::Value)],
+) -> std::collections::HashMap<String, shotgun_cache_proto::v1::Value> {
+    s.iter()
+        .map(|(k, v)| (k.clone(), crate::convert::value_to_pb(v)))
+        .collect()
 }
 
 fn group_to_pb(g: &summarize::SummaryGroup) -> shotgun_cache_proto::v1::SummaryGroup {

@@ -7,7 +7,10 @@
 //! fields, wrong operators) are not answerable either: the site words its own faults.
 
 use serde_json::{Map, Value as Json, json};
-use shotgun_cache_core::filter::{Condition, FieldPath, Filter, LogicalOp, Operand, Operator, parse::parse_any, validate, validate_path};
+use shotgun_cache_core::filter::{
+    Condition, FieldPath, Filter, LogicalOp, Operand, Operator, parse::parse_any, validate,
+    validate_path,
+};
 use shotgun_cache_core::model::{DataType, Value};
 use shotgun_cache_core::query::{Direction, FindQuery, Record, Sort};
 use shotgun_cache_core::summarize::{self, SummarizeRequest};
@@ -58,16 +61,27 @@ fn str_param<'a>(p: &'a Json, key: &str) -> Option<&'a str> {
 }
 
 /// Resolves `path` on `entity_type` and checks that everything it reads is cached.
-fn cached_path(snap: &CatalogSnapshot, entity_type: &str, path: &str, usage: &str) -> Result<FieldPath, NotAnswerable> {
+fn cached_path(
+    snap: &CatalogSnapshot,
+    entity_type: &str,
+    path: &str,
+    usage: &str,
+) -> Result<FieldPath, NotAnswerable> {
     let schema = snap.schema().map_err(|e| na(e.to_string()))?;
-    let fp = validate_path(schema, entity_type, path).map_err(|e| na(format!("{usage} '{path}': {e}")))?;
-    snap.check_path_cached(entity_type, &fp, usage).map_err(|e| na(e.to_string()))?;
+    let fp = validate_path(schema, entity_type, path)
+        .map_err(|e| na(format!("{usage} '{path}': {e}")))?;
+    snap.check_path_cached(entity_type, &fp, usage)
+        .map_err(|e| na(e.to_string()))?;
     Ok(fp)
 }
 
 /// The validated filter of a call (`filters` absent or null matches every row), with every path
 /// it reads checked against the cache.
-fn cached_filter(snap: &CatalogSnapshot, entity_type: &str, p: &Json) -> Result<Filter, NotAnswerable> {
+fn cached_filter(
+    snap: &CatalogSnapshot,
+    entity_type: &str,
+    p: &Json,
+) -> Result<Filter, NotAnswerable> {
     let schema = snap.schema().map_err(|e| na(e.to_string()))?;
     let filter = match p.get("filters") {
         None | Some(Json::Null) => Filter::all(),
@@ -79,7 +93,8 @@ fn cached_filter(snap: &CatalogSnapshot, entity_type: &str, p: &Json) -> Result<
     let mut paths = Vec::new();
     collect_paths(&filter, &mut paths);
     for path in paths {
-        snap.check_path_cached(entity_type, path, "filter").map_err(|e| na(e.to_string()))?;
+        snap.check_path_cached(entity_type, path, "filter")
+            .map_err(|e| na(e.to_string()))?;
     }
     let filter = with_archived_rule(snap, entity_type, p, filter)?;
     Ok(filter)
@@ -94,11 +109,22 @@ fn collect_paths<'a>(f: &'a Filter, out: &mut Vec<&'a FieldPath>) {
 
 /// `include_archived_projects: false` (sent only when false; the server default is true) drops rows
 /// whose project is archived: answered by `project.Project.archived is_not true` when both are cached.
-fn with_archived_rule(snap: &CatalogSnapshot, entity_type: &str, p: &Json, filter: Filter) -> Result<Filter, NotAnswerable> {
+fn with_archived_rule(
+    snap: &CatalogSnapshot,
+    entity_type: &str,
+    p: &Json,
+    filter: Filter,
+) -> Result<Filter, NotAnswerable> {
     if p.get("include_archived_projects") != Some(&Json::Bool(false)) {
         return Ok(filter);
     }
-    let path = cached_path(snap, entity_type, "project.Project.archived", "include_archived_projects").map_err(|e| {
+    let path = cached_path(
+        snap,
+        entity_type,
+        "project.Project.archived",
+        "include_archived_projects",
+    )
+    .map_err(|e| {
         na(format!(
             "include_archived_projects=false needs project.Project.archived cached ({e})"
         ))
@@ -120,7 +146,9 @@ fn check_options(p: &Json) -> Result<(), NotAnswerable> {
         None | Some(Json::Null) => {}
         Some(Json::Array(a)) if a.is_empty() => {}
         Some(_) => {
-            return Err(na("additional_filter_presets are evaluated by the site only"));
+            return Err(na(
+                "additional_filter_presets are evaluated by the site only",
+            ));
         }
     }
     Ok(())
@@ -128,7 +156,8 @@ fn check_options(p: &Json) -> Result<(), NotAnswerable> {
 
 fn served_type<'a>(snap: &CatalogSnapshot, p: &'a Json) -> Result<&'a str, NotAnswerable> {
     let entity_type = str_param(p, "type").ok_or_else(|| na("the call names no entity type"))?;
-    snap.check_served_type(entity_type).map_err(|e| na(e.to_string()))?;
+    snap.check_served_type(entity_type)
+        .map_err(|e| na(e.to_string()))?;
     Ok(entity_type)
 }
 
@@ -175,7 +204,8 @@ pub(crate) fn plan_read(snap: &CatalogSnapshot, p: &Json) -> Result<ReadPlan, No
         None | Some(Json::Null) => {}
         Some(Json::Array(a)) => {
             for s in a {
-                let field = str_param(s, "field_name").ok_or_else(|| na(format!("sort {s} has no field_name")))?;
+                let field = str_param(s, "field_name")
+                    .ok_or_else(|| na(format!("sort {s} has no field_name")))?;
                 let direction = match str_param(s, "direction").unwrap_or("asc") {
                     "asc" => Direction::Asc,
                     "desc" => Direction::Desc,
@@ -184,8 +214,14 @@ pub(crate) fn plan_read(snap: &CatalogSnapshot, p: &Json) -> Result<ReadPlan, No
                     }
                 };
                 let path = cached_path(snap, entity_type, field, "sort")?;
-                if matches!(path.leaf_type, DataType::Image | DataType::Url | DataType::Uuid) {
-                    return Err(na(format!("sorting on the {} field '{field}'", path.leaf_type.as_str())));
+                if matches!(
+                    path.leaf_type,
+                    DataType::Image | DataType::Url | DataType::Uuid
+                ) {
+                    return Err(na(format!(
+                        "sorting on the {} field '{field}'",
+                        path.leaf_type.as_str()
+                    )));
                 }
                 sorts.push(Sort { path, direction });
             }
@@ -194,8 +230,14 @@ pub(crate) fn plan_read(snap: &CatalogSnapshot, p: &Json) -> Result<ReadPlan, No
     }
 
     let paging = p.get("paging").cloned().unwrap_or(Json::Null);
-    let per_page = paging.get("entities_per_page").and_then(Json::as_u64).unwrap_or(500);
-    let page = paging.get("current_page").and_then(Json::as_u64).unwrap_or(1);
+    let per_page = paging
+        .get("entities_per_page")
+        .and_then(Json::as_u64)
+        .unwrap_or(500);
+    let page = paging
+        .get("current_page")
+        .and_then(Json::as_u64)
+        .unwrap_or(1);
     if per_page == 0 || per_page > MAX_PAGE || page == 0 {
         return Err(na(format!(
             "paging {paging} is outside what the cache serves (1..={MAX_PAGE} per page, pages from 1)"
@@ -205,10 +247,15 @@ pub(crate) fn plan_read(snap: &CatalogSnapshot, p: &Json) -> Result<ReadPlan, No
         "active" => false,
         "retired" => true,
         other => {
-            return Err(na(format!("return_only '{other}' is not active or retired")));
+            return Err(na(format!(
+                "return_only '{other}' is not active or retired"
+            )));
         }
     };
-    let want_count = p.get("return_paging_info").and_then(Json::as_bool).unwrap_or(false);
+    let want_count = p
+        .get("return_paging_info")
+        .and_then(Json::as_bool)
+        .unwrap_or(false);
     let query = FindQuery {
         entity_type: entity_type.to_owned(),
         filter,
@@ -245,11 +292,18 @@ pub(crate) fn shape_record(r: &Record, return_fields: &[String]) -> Json {
 }
 
 /// The `read` answer for one page of rows fetched with `limit = per_page + 1`.
-pub(crate) fn read_answer(plan: &ReadPlan, mut rows: Vec<Record>, entity_count: Option<u64>) -> Json {
+pub(crate) fn read_answer(
+    plan: &ReadPlan,
+    mut rows: Vec<Record>,
+    entity_count: Option<u64>,
+) -> Json {
     let per_page = usize::try_from(plan.per_page).unwrap_or(usize::MAX);
     let has_next_page = rows.len() > per_page;
     rows.truncate(per_page);
-    let entities: Vec<Json> = rows.iter().map(|r| shape_record(r, &plan.return_fields)).collect();
+    let entities: Vec<Json> = rows
+        .iter()
+        .map(|r| shape_record(r, &plan.return_fields))
+        .collect();
     let mut paging_info = json!({ "has_next_page": has_next_page });
     if let Some(n) = entity_count {
         paging_info["entity_count"] = json!(n);
@@ -261,11 +315,16 @@ pub(crate) fn read_answer(plan: &ReadPlan, mut rows: Vec<Record>, entity_count: 
 }
 
 /// Plans a `summarize`.
-pub(crate) fn plan_summarize(snap: &CatalogSnapshot, p: &Json) -> Result<SummarizePlan, NotAnswerable> {
+pub(crate) fn plan_summarize(
+    snap: &CatalogSnapshot,
+    p: &Json,
+) -> Result<SummarizePlan, NotAnswerable> {
     let entity_type = served_type(snap, p)?;
     check_options(p)?;
     let filter = cached_filter(snap, entity_type, p)?;
-    let request = summarize::parse_wire(p.get("summaries").unwrap_or(&Json::Null), p.get("grouping")).map_err(|e| na(e.to_string()))?;
+    let request =
+        summarize::parse_wire(p.get("summaries").unwrap_or(&Json::Null), p.get("grouping"))
+            .map_err(|e| na(e.to_string()))?;
     let mut data_types = Vec::new();
     let mut fields = Vec::new();
     for f in request
@@ -304,8 +363,16 @@ pub(crate) fn plan_summarize(snap: &CatalogSnapshot, p: &Json) -> Result<Summari
 }
 
 /// Computes the `summarize` answer over the matching rows.
-pub(crate) fn summarize_answer(plan: &SummarizePlan, rows: &[Record]) -> Result<Json, NotAnswerable> {
-    let lookup = |f: &str| plan.data_types.iter().find(|(k, _)| k == f).map(|(_, t)| *t);
+pub(crate) fn summarize_answer(
+    plan: &SummarizePlan,
+    rows: &[Record],
+) -> Result<Json, NotAnswerable> {
+    let lookup = |f: &str| {
+        plan.data_types
+            .iter()
+            .find(|(k, _)| k == f)
+            .map(|(_, t)| *t)
+    };
     summarize::summarize(&plan.request, rows, &lookup)
         .map(|r| r.to_json())
         .map_err(|e| na(e.to_string()))
@@ -313,7 +380,11 @@ pub(crate) fn summarize_answer(plan: &SummarizePlan, rows: &[Record]) -> Result<
 
 /// `schema_read`, `schema_entity_read` and `schema_field_read` from the persisted site schema.
 /// Per-project schemas (`project` given) are the site's to answer.
-pub(crate) fn schema_answer(snap: &CatalogSnapshot, method: &str, p: &Json) -> Result<Json, NotAnswerable> {
+pub(crate) fn schema_answer(
+    snap: &CatalogSnapshot,
+    method: &str,
+    p: &Json,
+) -> Result<Json, NotAnswerable> {
     if p.get("project").is_some_and(|v| !v.is_null()) {
         return Err(na("per-project schemas are answered by the site"));
     }
@@ -321,21 +392,35 @@ pub(crate) fn schema_answer(snap: &CatalogSnapshot, method: &str, p: &Json) -> R
     match method {
         "schema_read" => Ok(schema.to_schema_read_json(None)),
         "schema_entity_read" => Ok(Json::Object(
-            schema.types.iter().map(|(name, t)| (name.clone(), t.raw.clone())).collect(),
+            schema
+                .types
+                .iter()
+                .map(|(name, t)| (name.clone(), t.raw.clone()))
+                .collect(),
         )),
         "schema_field_read" => {
-            let entity_type = str_param(p, "type").ok_or_else(|| na("schema_field_read names no type"))?;
-            let t = schema
-                .entity(entity_type)
-                .ok_or_else(|| na(format!("entity type '{entity_type}' is not in the cached schema")))?;
+            let entity_type =
+                str_param(p, "type").ok_or_else(|| na("schema_field_read names no type"))?;
+            let t = schema.entity(entity_type).ok_or_else(|| {
+                na(format!(
+                    "entity type '{entity_type}' is not in the cached schema"
+                ))
+            })?;
             match str_param(p, "field_name") {
                 Some(f) => {
-                    let field = t
-                        .field(f)
-                        .ok_or_else(|| na(format!("field {entity_type}.{f} is not in the cached schema")))?;
+                    let field = t.field(f).ok_or_else(|| {
+                        na(format!(
+                            "field {entity_type}.{f} is not in the cached schema"
+                        ))
+                    })?;
                     Ok(json!({ f: field.raw }))
                 }
-                None => Ok(Json::Object(t.fields.iter().map(|(f, s)| (f.clone(), s.raw.clone())).collect())),
+                None => Ok(Json::Object(
+                    t.fields
+                        .iter()
+                        .map(|(f, s)| (f.clone(), s.raw.clone()))
+                        .collect(),
+                )),
             }
         }
         other => Err(na(format!("method {other} is not a schema read"))),

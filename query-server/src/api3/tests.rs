@@ -20,7 +20,10 @@ fn envelopes_parse_with_each_auth_shape() {
     assert_eq!(c.params, json!({"type": "Shot"}));
     let c = parse_call(br#"{"method_name":"info","params":[]}"#).expect("valid");
     assert_eq!((c.auth, c.params), (Auth::None, Json::Null));
-    let c = parse_call(br#"{"method_name":"read","params":[{"session_token":"t","reject_if_expired":true},{}]}"#).expect("valid");
+    let c = parse_call(
+        br#"{"method_name":"read","params":[{"session_token":"t","reject_if_expired":true},{}]}"#,
+    )
+    .expect("valid");
     assert_eq!(c.auth, Auth::Other("session_token"));
     let f = parse_call(b"{nope").expect_err("not json");
     assert!(f.message.contains("not valid JSON"), "{f}");
@@ -30,7 +33,10 @@ fn envelopes_parse_with_each_auth_shape() {
 
 #[test]
 fn credentials_are_checked_against_the_client_list() {
-    let clients = vec![("tool".to_owned(), "k1".to_owned()), ("other".to_owned(), "k2".to_owned())];
+    let clients = vec![
+        ("tool".to_owned(), "k1".to_owned()),
+        ("other".to_owned(), "k2".to_owned()),
+    ];
     assert!(
         check_auth(
             &Auth::Script {
@@ -60,7 +66,8 @@ fn credentials_are_checked_against_the_client_list() {
     )
     .expect_err("no clients");
     assert!(f.message.contains("SHOTGUN_CACHE_API3__CLIENTS"), "{f}");
-    let f = check_auth(&Auth::Other("user_login/user_password"), &clients).expect_err("not a script");
+    let f =
+        check_auth(&Auth::Other("user_login/user_password"), &clients).expect_err("not a script");
     assert_eq!(f.code, 102);
     assert_eq!(f.to_json()["exception"], json!(true));
 }
@@ -68,13 +75,24 @@ fn credentials_are_checked_against_the_client_list() {
 #[test]
 fn info_claims_a_modern_version_and_names_the_cache() {
     let snap = read::tests::snapshot();
-    let old = info_answer(json!({"version": [7, 1, 0], "s3_uploads_enabled": true}), "http://site", &snap);
+    let old = info_answer(
+        json!({"version": [7, 1, 0], "s3_uploads_enabled": true}),
+        "http://site",
+        &snap,
+    );
     assert_eq!(old["version"], json!([8, 0, 0]));
     assert_eq!(old["s3_uploads_enabled"], json!(true));
     assert_eq!(old["api_max_entities_per_page"], json!(500));
     assert_eq!(old["shotgun_cache"]["site"], json!("http://site"));
-    assert_eq!(old["shotgun_cache"]["cached_types"], json!(["Project", "Sequence", "Shot"]));
-    let new = info_answer(json!({"version": [8, 89, 0], "full_version": [8, 89, 0, 0]}), "http://site", &snap);
+    assert_eq!(
+        old["shotgun_cache"]["cached_types"],
+        json!(["Project", "Sequence", "Shot"])
+    );
+    let new = info_answer(
+        json!({"version": [8, 89, 0], "full_version": [8, 89, 0, 0]}),
+        "http://site",
+        &snap,
+    );
     assert_eq!(new["version"], json!([8, 89, 0]));
     assert_eq!(new["full_version"], json!([8, 89, 0, 0]));
 }
@@ -87,11 +105,19 @@ fn writes_name_the_entities_they_touched() {
         expect,
     };
     assert_eq!(
-        touched("create", &json!({"type": "Shot"}), &json!({"type": "Shot", "id": 9, "code": "x"})),
+        touched(
+            "create",
+            &json!({"type": "Shot"}),
+            &json!({"type": "Shot", "id": 9, "code": "x"})
+        ),
         [t("Shot", 9, Expect::Live)]
     );
     assert_eq!(
-        touched("update", &json!({"type": "Shot", "id": 4}), &json!({"type": "Shot", "id": 4})),
+        touched(
+            "update",
+            &json!({"type": "Shot", "id": 4}),
+            &json!({"type": "Shot", "id": 4})
+        ),
         [t("Shot", 4, Expect::Live)]
     );
     assert_eq!(

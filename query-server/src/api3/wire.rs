@@ -54,7 +54,8 @@ pub(crate) struct Call {
 /// # Errors
 /// A [`Fault`] worded for the client when the body is not a JSON-RPC call.
 pub(crate) fn parse_call(body: &[u8]) -> Result<Call, Fault> {
-    let v: Json = serde_json::from_slice(body).map_err(|e| Fault::new(ERR_REQUEST, format!("request body is not valid JSON: {e}")))?;
+    let v: Json = serde_json::from_slice(body)
+        .map_err(|e| Fault::new(ERR_REQUEST, format!("request body is not valid JSON: {e}")))?;
     let method = v
         .get("method_name")
         .and_then(Json::as_str)
@@ -64,7 +65,10 @@ pub(crate) fn parse_call(body: &[u8]) -> Result<Call, Fault> {
         None | Some(Json::Null) => Vec::new(),
         Some(Json::Array(a)) => a.clone(),
         Some(other) => {
-            return Err(Fault::new(ERR_REQUEST, format!("params must be a list, got {other}")));
+            return Err(Fault::new(
+                ERR_REQUEST,
+                format!("params must be a list, got {other}"),
+            ));
         }
     };
     let auth = match params.first() {
@@ -72,7 +76,11 @@ pub(crate) fn parse_call(body: &[u8]) -> Result<Call, Fault> {
         Some(a) => parse_auth(a),
     };
     let params = params.get(1).cloned().unwrap_or(Json::Null);
-    Ok(Call { method, auth, params })
+    Ok(Call {
+        method,
+        auth,
+        params,
+    })
 }
 
 fn parse_auth(a: &Json) -> Auth {
@@ -112,15 +120,22 @@ pub(crate) fn check_auth(auth: &Auth, clients: &[(String, String)]) -> Result<()
             } else {
                 Err(Fault::new(
                     ERR_AUTH,
-                    format!("Can't authenticate script '{name}' with the cache: unknown script name or wrong key."),
+                    format!(
+                        "Can't authenticate script '{name}' with the cache: unknown script name or wrong key."
+                    ),
                 ))
             }
         }
         Auth::Other(kind) => Err(Fault::new(
             ERR_AUTH,
-            format!("The cache accepts script credentials only (script_name/script_key), not {kind}."),
+            format!(
+                "The cache accepts script credentials only (script_name/script_key), not {kind}."
+            ),
         )),
-        Auth::None => Err(Fault::new(ERR_AUTH, "No credentials: the request has no auth parameters.")),
+        Auth::None => Err(Fault::new(
+            ERR_AUTH,
+            "No credentials: the request has no auth parameters.",
+        )),
     }
 }
 

@@ -11,7 +11,10 @@ fn rec(id: i64, fields: &[(&str, Value)]) -> Record {
     Record {
         entity_type: "Shot".into(),
         id,
-        fields: fields.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect::<BTreeMap<_, _>>(),
+        fields: fields
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect::<BTreeMap<_, _>>(),
     }
 }
 
@@ -85,7 +88,9 @@ fn req(summaries: Json, grouping: Option<Json>) -> SummarizeRequest {
 }
 
 fn run(summaries: Json, grouping: Option<Json>) -> Json {
-    summarize(&req(summaries, grouping), &rows(), &types).expect("supported").to_json()
+    summarize(&req(summaries, grouping), &rows(), &types)
+        .expect("supported")
+        .to_json()
 }
 
 #[test]
@@ -116,7 +121,10 @@ fn min_max_unchecked_and_empty_sets() {
         json!([{"field": "cut_in", "type": "maximum"}, {"field": "rate", "type": "minimum"}, {"field": "flag", "type": "unchecked"}]),
         None,
     );
-    assert_eq!(out["summaries"], json!({"cut_in": 20, "rate": 1.5, "flag": 1}));
+    assert_eq!(
+        out["summaries"],
+        json!({"cut_in": 20, "rate": 1.5, "flag": 1})
+    );
     let none = summarize(
         &req(
             json!([{"field": "cut_in", "type": "sum"}, {"field": "rate", "type": "average"}, {"field": "due", "type": "earliest"}]),
@@ -127,14 +135,23 @@ fn min_max_unchecked_and_empty_sets() {
     )
     .expect("supported")
     .to_json();
-    assert_eq!(none["summaries"], json!({"cut_in": 0, "rate": null, "due": null}));
+    assert_eq!(
+        none["summaries"],
+        json!({"cut_in": 0, "rate": null, "due": null})
+    );
 }
 
 #[test]
 fn last_summary_on_a_field_wins() {
-    let out = run(json!([{"field": "id", "type": "count"}, {"field": "id", "type": "maximum"}]), None);
+    let out = run(
+        json!([{"field": "id", "type": "count"}, {"field": "id", "type": "maximum"}]),
+        None,
+    );
     assert_eq!(out["summaries"], json!({"id": 3}));
-    let out = run(json!([{"field": "id", "type": "maximum"}, {"field": "id", "type": "count"}]), None);
+    let out = run(
+        json!([{"field": "id", "type": "maximum"}, {"field": "id", "type": "count"}]),
+        None,
+    );
     assert_eq!(out["summaries"], json!({"id": 3}));
     let out = run(
         json!([{"field": "cut_in", "type": "record_count"}, {"field": "cut_in", "type": "sum"}]),
@@ -203,9 +220,21 @@ fn unsupported_types_name_the_reason() {
             None,
             "status_list_summary_exclude",
         ),
-        (json!([{"field": "code", "type": "percentage"}]), None, "percentage"),
-        (json!([{"field": "code", "type": "sum"}]), None, "text field"),
-        (json!([{"field": "sg_foo", "type": "count"}]), None, "sg_foo is not cached"),
+        (
+            json!([{"field": "code", "type": "percentage"}]),
+            None,
+            "percentage",
+        ),
+        (
+            json!([{"field": "code", "type": "sum"}]),
+            None,
+            "text field",
+        ),
+        (
+            json!([{"field": "sg_foo", "type": "count"}]),
+            None,
+            "sg_foo is not cached",
+        ),
         (
             json!([{"field": "id", "type": "count"}]),
             Some(json!([{"field": "due", "type": "month"}])),
@@ -218,7 +247,10 @@ fn unsupported_types_name_the_reason() {
         ),
     ] {
         let err = summarize(&req(s.clone(), g), &rows(), &types).expect_err("unsupported");
-        assert!(matches!(err, SummarizeError::Unsupported { .. }), "{s}: {err}");
+        assert!(
+            matches!(err, SummarizeError::Unsupported { .. }),
+            "{s}: {err}"
+        );
         assert!(err.to_string().contains(needle), "{s}: {err}");
     }
 }
@@ -226,8 +258,15 @@ fn unsupported_types_name_the_reason() {
 #[test]
 fn wire_errors_list_the_valid_types() {
     let err = parse_wire(&json!([{"field": "id", "type": "zzprobe"}]), None).expect_err("invalid");
-    assert!(err.to_string().contains("record_count, count, sum"), "{err}");
-    let err = parse_wire(&json!([]), Some(&json!([{"field": "code", "type": "bogus"}]))).expect_err("invalid");
+    assert!(
+        err.to_string().contains("record_count, count, sum"),
+        "{err}"
+    );
+    let err = parse_wire(
+        &json!([]),
+        Some(&json!([{"field": "code", "type": "bogus"}])),
+    )
+    .expect_err("invalid");
     assert!(err.to_string().contains("exact, tens"), "{err}");
     assert_eq!(
         needed_fields(&req(

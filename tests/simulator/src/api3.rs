@@ -29,14 +29,19 @@ use shotgun_cache_core::query::{Direction, Record};
 use shotgun_cache_core::summarize::{self, SummarizeError};
 
 use crate::server::AppState;
-use crate::site::{Actor, FieldWrite, Fields, MultiMode, Query, QueryFilter, Row, Site, SiteError, SortKey, WriteOp, WriteResult};
+use crate::site::{
+    Actor, FieldWrite, Fields, MultiMode, Query, QueryFilter, Row, Site, SiteError, SortKey,
+    WriteOp, WriteResult,
+};
 
 /// The version the simulated site reports (a current hosted site).
 const VERSION: [i64; 3] = [8, 89, 0];
 
 /// The api3 routes.
 pub fn router(state: AppState) -> Router {
-    Router::new().route("/api3/json", post(handle)).with_state(state)
+    Router::new()
+        .route("/api3/json", post(handle))
+        .with_state(state)
 }
 
 /// A fault: `(error_code, message)`.
@@ -54,8 +59,10 @@ fn bad(msg: impl Into<String>) -> Fault {
 
 fn reply(v: Json) -> Response {
     let mut r = v.to_string().into_response();
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
     r
 }
 
@@ -73,7 +80,9 @@ async fn handle(State(state): State<AppState>, body: Bytes) -> Response {
     };
     match answer {
         Ok(v) => reply(json!({ "results": v })),
-        Err(Fault(code, message)) => reply(json!({"exception": true, "message": message, "error_code": code})),
+        Err(Fault(code, message)) => {
+            reply(json!({"exception": true, "message": message, "error_code": code}))
+        }
     }
 }
 
@@ -82,7 +91,11 @@ fn dispatch(site: &Arc<Site>, call: &Json) -> Result<Json, Fault> {
         .get("method_name")
         .and_then(Json::as_str)
         .ok_or_else(|| bad("request has no method_name"))?;
-    let params = call.get("params").and_then(Json::as_array).cloned().unwrap_or_default();
+    let params = call
+        .get("params")
+        .and_then(Json::as_array)
+        .cloned()
+        .unwrap_or_default();
     if method == "info" {
         return Ok(info());
     }
@@ -92,12 +105,27 @@ fn dispatch(site: &Arc<Site>, call: &Json) -> Result<Json, Fault> {
         "read" => read(site, &p),
         "summarize" => summarize_call(site, &p),
         "schema_read" => Ok(site.with_schema(|s| s.to_schema_read_json(None))),
-        "schema_entity_read" => Ok(site.with_schema(|s| Json::Object(s.types.iter().map(|(n, t)| (n.clone(), t.raw.clone())).collect()))),
+        "schema_entity_read" => Ok(site.with_schema(|s| {
+            Json::Object(
+                s.types
+                    .iter()
+                    .map(|(n, t)| (n.clone(), t.raw.clone()))
+                    .collect(),
+            )
+        })),
         "schema_field_read" => schema_field_read(site, &p),
         "create" => create(site, &actor, &p),
         "update" => update(site, &actor, &p),
-        "delete" => Ok(Json::Bool(site.delete(&actor, type_param(&p)?, id_param(&p)?)?)),
-        "revive" => Ok(Json::Bool(site.revive(&actor, type_param(&p)?, id_param(&p)?)?)),
+        "delete" => Ok(Json::Bool(site.delete(
+            &actor,
+            type_param(&p)?,
+            id_param(&p)?,
+        )?)),
+        "revive" => Ok(Json::Bool(site.revive(
+            &actor,
+            type_param(&p)?,
+            id_param(&p)?,
+        )?)),
         "batch" => batch(site, &actor, &p),
         "query_display_name_cache" => text_search(site, &p),
         other => Err(bad(format!("Unknown method: {other}"))),
@@ -118,7 +146,9 @@ fn info() -> Json {
 fn authenticate(site: &Site, auth: Option<&Json>) -> Result<Actor, Fault> {
     let s = |k: &str| auth.and_then(|a| a.get(k)).and_then(Json::as_str);
     match (s("script_name"), s("script_key")) {
-        (Some(name), Some(key)) => site.authenticate_script(name, key).map_err(|e| Fault(102, e.to_string())),
+        (Some(name), Some(key)) => site
+            .authenticate_script(name, key)
+            .map_err(|e| Fault(102, e.to_string())),
         _ => Err(Fault(
             102,
             "Authentication failed: the simulated site accepts script credentials only.".into(),
@@ -160,9 +190,14 @@ fn read(site: &Site, p: &Json) -> Result<Json, Fault> {
     let entity_type = type_param(p)?;
     let fields: Vec<String> = match p.get("return_fields") {
         None | Some(Json::Null) => vec!["id".into()],
-        Some(Json::Array(a)) => a.iter().filter_map(|f| f.as_str().map(str::to_owned)).collect(),
+        Some(Json::Array(a)) => a
+            .iter()
+            .filter_map(|f| f.as_str().map(str::to_owned))
+            .collect(),
         Some(_) => {
-            return Err(bad("Request Parameters invalid: 'return_fields' must be a list."));
+            return Err(bad(
+                "Request Parameters invalid: 'return_fields' must be a list.",
+            ));
         }
     };
     let mut sorts = Vec::new();
@@ -183,9 +218,21 @@ fn read(site: &Site, p: &Json) -> Result<Json, Fault> {
         }
     }
     let paging = p.get("paging").cloned().unwrap_or(Json::Null);
-    let per_page = paging.get("entities_per_page").and_then(Json::as_u64).unwrap_or(500).clamp(1, 5000);
-    let page = paging.get("current_page").and_then(Json::as_u64).unwrap_or(1).max(1);
-    let retired_only = match p.get("return_only").and_then(Json::as_str).unwrap_or("active") {
+    let per_page = paging
+        .get("entities_per_page")
+        .and_then(Json::as_u64)
+        .unwrap_or(500)
+        .clamp(1, 5000);
+    let page = paging
+        .get("current_page")
+        .and_then(Json::as_u64)
+        .unwrap_or(1)
+        .max(1);
+    let retired_only = match p
+        .get("return_only")
+        .and_then(Json::as_str)
+        .unwrap_or("active")
+    {
         "active" => false,
         "retired" => true,
         other => {
@@ -221,13 +268,16 @@ fn read(site: &Site, p: &Json) -> Result<Json, Fault> {
         paging_info["entities_per_page"] = json!(per_page);
         paging_info["page_count"] = json!(n.div_ceil(per_page));
     }
-    Ok(json!({ "entities": rows.iter().map(row_json).collect::<Vec<_>>(), "paging_info": paging_info }))
+    Ok(
+        json!({ "entities": rows.iter().map(row_json).collect::<Vec<_>>(), "paging_info": paging_info }),
+    )
 }
 
 fn summarize_call(site: &Site, p: &Json) -> Result<Json, Fault> {
     let entity_type = type_param(p)?;
-    let request = summarize::parse_wire(p.get("summaries").unwrap_or(&Json::Null), p.get("grouping"))
-        .map_err(|e| bad(format!("Request Parameters invalid. {e}")))?;
+    let request =
+        summarize::parse_wire(p.get("summaries").unwrap_or(&Json::Null), p.get("grouping"))
+            .map_err(|e| bad(format!("Request Parameters invalid. {e}")))?;
     let schema = site.schema();
     if schema.entity(entity_type).is_none() {
         return Err(SiteError::UnknownEntityType(entity_type.to_owned()).into());
@@ -277,7 +327,9 @@ fn summarize_call(site: &Site, p: &Json) -> Result<Json, Fault> {
     let lookup = |f: &str| data_types.iter().find(|(k, _)| k == f).map(|(_, t)| *t);
     match summarize::summarize(&request, &records, &lookup) {
         Ok(r) => Ok(r.to_json()),
-        Err(SummarizeError::Unsupported { what, reason }) => Err(bad(format!("API summarize() {what} is not simulated: {reason}"))),
+        Err(SummarizeError::Unsupported { what, reason }) => Err(bad(format!(
+            "API summarize() {what} is not simulated: {reason}"
+        ))),
         Err(SummarizeError::Invalid(m)) => Err(bad(format!("Request Parameters invalid. {m}"))),
     }
 }
@@ -298,7 +350,12 @@ fn schema_field_read(site: &Site, p: &Json) -> Result<Json, Fault> {
                 })?;
                 Ok(json!({ f: fs.raw }))
             }
-            None => Ok(Json::Object(t.fields.iter().map(|(f, s)| (f.clone(), s.raw.clone())).collect())),
+            None => Ok(Json::Object(
+                t.fields
+                    .iter()
+                    .map(|(f, s)| (f.clone(), s.raw.clone()))
+                    .collect(),
+            )),
         }
     })
 }
@@ -321,7 +378,9 @@ fn field_writes(p: &Json) -> Result<Vec<FieldWrite>, Fault> {
                 Some("add") => MultiMode::Add,
                 Some("remove") => MultiMode::Remove,
                 Some(other) => {
-                    return Err(bad(format!("Request Parameters invalid: multi_entity_update_mode '{other}'.")));
+                    return Err(bad(format!(
+                        "Request Parameters invalid: multi_entity_update_mode '{other}'."
+                    )));
                 }
             };
             Ok(FieldWrite {
@@ -334,18 +393,32 @@ fn field_writes(p: &Json) -> Result<Vec<FieldWrite>, Fault> {
 }
 
 /// The record a write answers with: `type`, `id`, the written fields and the requested return fields.
-fn written_record(site: &Site, entity_type: &str, id: i64, writes: &[FieldWrite], return_fields: Option<&Json>) -> Result<Json, Fault> {
+fn written_record(
+    site: &Site,
+    entity_type: &str,
+    id: i64,
+    writes: &[FieldWrite],
+    return_fields: Option<&Json>,
+) -> Result<Json, Fault> {
     let mut names: Vec<String> = writes.iter().map(|w| w.field.clone()).collect();
     if let Some(Json::Array(a)) = return_fields {
         names.extend(a.iter().filter_map(|f| f.as_str().map(str::to_owned)));
     }
-    Ok(row_json(&site.read_one(entity_type, id, &Fields::Only(names), false)?))
+    Ok(row_json(&site.read_one(
+        entity_type,
+        id,
+        &Fields::Only(names),
+        false,
+    )?))
 }
 
 fn create(site: &Site, actor: &Actor, p: &Json) -> Result<Json, Fault> {
     let entity_type = type_param(p)?;
     let writes = field_writes(p)?;
-    let map: Map<String, Json> = writes.iter().map(|w| (w.field.clone(), w.value.clone())).collect();
+    let map: Map<String, Json> = writes
+        .iter()
+        .map(|w| (w.field.clone(), w.value.clone()))
+        .collect();
     let id = site.create(actor, entity_type, &map)?;
     written_record(site, entity_type, id, &writes, p.get("return_fields"))
 }
@@ -365,7 +438,10 @@ fn batch(site: &Site, actor: &Actor, p: &Json) -> Result<Json, Fault> {
     let mut ops = Vec::new();
     let mut writes_of = Vec::new();
     for req in list {
-        let kind = req.get("request_type").and_then(Json::as_str).unwrap_or_default();
+        let kind = req
+            .get("request_type")
+            .and_then(Json::as_str)
+            .unwrap_or_default();
         let entity_type = type_param(req)?.to_owned();
         let writes = field_writes(req)?;
         ops.push(match kind {
@@ -399,8 +475,12 @@ fn batch(site: &Site, actor: &Actor, p: &Json) -> Result<Json, Fault> {
         .iter()
         .zip(writes_of)
         .map(|(r, (writes, return_fields))| match r {
-            WriteResult::Created { entity_type, id } => written_record(site, entity_type, *id, &writes, return_fields.as_ref()),
-            WriteResult::Updated { entity_type, id, .. } => written_record(site, entity_type, *id, &writes, None),
+            WriteResult::Created { entity_type, id } => {
+                written_record(site, entity_type, *id, &writes, return_fields.as_ref())
+            }
+            WriteResult::Updated {
+                entity_type, id, ..
+            } => written_record(site, entity_type, *id, &writes, None),
             WriteResult::Deleted { retired, .. } => Ok(Json::Bool(*retired)),
             WriteResult::Revived { revived, .. } => Ok(Json::Bool(*revived)),
         })
@@ -414,13 +494,19 @@ fn text_search(site: &Site, p: &Json) -> Result<Json, Fault> {
     let text = p.get("text").and_then(Json::as_str).unwrap_or_default();
     let terms: Vec<String> = text.split_whitespace().map(str::to_lowercase).collect();
     if text.trim().chars().count() < 3 {
-        return Err(bad("text_search: the text must be at least 3 characters long."));
+        return Err(bad(
+            "text_search: the text must be at least 3 characters long.",
+        ));
     }
     let max = p
         .get("max_results")
         .and_then(Json::as_u64)
         .map_or(usize::MAX, |m| usize::try_from(m).unwrap_or(usize::MAX));
-    let types = p.get("entity_types").and_then(Json::as_object).cloned().unwrap_or_default();
+    let types = p
+        .get("entity_types")
+        .and_then(Json::as_object)
+        .cloned()
+        .unwrap_or_default();
     let schema = site.schema();
     let mut matches: Vec<(usize, String, i64, Json)> = Vec::new();
     for (entity_type, filter) in &types {
@@ -464,13 +550,19 @@ fn text_search(site: &Site, p: &Json) -> Result<Json, Fault> {
                 Some(shotgun_cache_core::model::Value::Entity(r)) => json!(r.id),
                 _ => Json::Null,
             };
-            let status = row.get("sg_status_list").map_or(Json::Null, |v| v.to_json());
+            let status = row
+                .get("sg_status_list")
+                .map_or(Json::Null, |v| v.to_json());
             let m = json!({"type": row.entity_type, "id": row.id, "name": name, "project_id": project_id,
                            "links": ["", ""], "status": status, "image": null});
             matches.push((name.len(), row.entity_type.clone(), row.id, m));
         }
     }
-    matches.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)).then_with(|| a.2.cmp(&b.2)));
+    matches.sort_by(|a, b| {
+        a.0.cmp(&b.0)
+            .then_with(|| a.1.cmp(&b.1))
+            .then_with(|| a.2.cmp(&b.2))
+    });
     let matches: Vec<Json> = matches.into_iter().take(max).map(|m| m.3).collect();
     Ok(json!({ "matches": matches, "terms": terms }))
 }

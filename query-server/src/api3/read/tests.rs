@@ -107,10 +107,16 @@ fn a_cached_read_becomes_a_store_query() {
     assert_eq!(plan.query.sorts.len(), 1);
     assert_eq!(plan.query.sorts[0].direction, Direction::Desc);
     assert_eq!(
-        plan.query.fields.iter().map(|f| f.raw.as_str()).collect::<Vec<_>>(),
+        plan.query
+            .fields
+            .iter()
+            .map(|f| f.raw.as_str())
+            .collect::<Vec<_>>(),
         ["code", "sg_sequence.Sequence.code", "created_at"]
     );
-    assert!(matches!(&plan.query.filter, Filter::Group { op: LogicalOp::And, children } if children.len() == 2));
+    assert!(
+        matches!(&plan.query.filter, Filter::Group { op: LogicalOp::And, children } if children.len() == 2)
+    );
     assert!(!plan.want_count);
 }
 
@@ -119,7 +125,11 @@ fn defaults_are_the_clients() {
     let plan = plan_read(&snapshot(), &json!({"type": "Shot"})).expect("answerable");
     assert_eq!(plan.return_fields, ["id"]);
     assert_eq!((plan.per_page, plan.page, plan.query.offset), (500, 1, 0));
-    let retired = plan_read(&snapshot(), &json!({"type": "Shot", "return_only": "retired"})).expect("answerable");
+    let retired = plan_read(
+        &snapshot(),
+        &json!({"type": "Shot", "return_only": "retired"}),
+    )
+    .expect("answerable");
     assert!(retired.query.retired_only);
 }
 
@@ -127,9 +137,18 @@ fn defaults_are_the_clients() {
 fn what_the_cache_cannot_answer_says_why() {
     let cases = [
         (json!({"type": "Asset"}), "Asset"),
-        (json!({"type": "Shot", "return_fields": ["description"]}), "description"),
-        (json!({"type": "Shot", "return_fields": ["image"]}), "signs its URLs"),
-        (json!({"type": "Shot", "return_fields": ["sg_nope"]}), "sg_nope"),
+        (
+            json!({"type": "Shot", "return_fields": ["description"]}),
+            "description",
+        ),
+        (
+            json!({"type": "Shot", "return_fields": ["image"]}),
+            "signs its URLs",
+        ),
+        (
+            json!({"type": "Shot", "return_fields": ["sg_nope"]}),
+            "sg_nope",
+        ),
         (
             json!({"type": "Shot", "filters": {"logical_operator": "and", "conditions": [{"path": "description", "relation": "is", "values": ["x"]}]}}),
             "description",
@@ -160,7 +179,11 @@ fn what_the_cache_cannot_answer_says_why() {
 
 #[test]
 fn archived_projects_are_excluded_through_the_cached_flag() {
-    let plan = plan_read(&snapshot(), &json!({"type": "Shot", "include_archived_projects": false})).expect("answerable");
+    let plan = plan_read(
+        &snapshot(),
+        &json!({"type": "Shot", "include_archived_projects": false}),
+    )
+    .expect("answerable");
     let Filter::Group {
         op: LogicalOp::And,
         children,
@@ -175,7 +198,11 @@ fn archived_projects_are_excluded_through_the_cached_flag() {
     assert_eq!(c.operator, Operator::IsNot);
     assert_eq!(c.operand, Operand::One(Value::Bool(true)));
     // `true` (the server default) adds nothing.
-    let plan = plan_read(&snapshot(), &json!({"type": "Shot", "include_archived_projects": true})).expect("answerable");
+    let plan = plan_read(
+        &snapshot(),
+        &json!({"type": "Shot", "include_archived_projects": true}),
+    )
+    .expect("answerable");
     assert_eq!(plan.query.filter, Filter::all());
 }
 
@@ -183,7 +210,10 @@ fn rec(id: i64, fields: &[(&str, Value)]) -> Record {
     Record {
         entity_type: "Shot".into(),
         id,
-        fields: fields.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect::<BTreeMap<_, _>>(),
+        fields: fields
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect::<BTreeMap<_, _>>(),
     }
 }
 
@@ -250,11 +280,18 @@ fn summarize_plans_fetch_the_needed_fields() {
                    "grouping": [{"field": "sg_sequence", "type": "exact", "direction": "asc"}]});
     let plan = plan_summarize(&snapshot(), &p).expect("answerable");
     assert_eq!(
-        plan.query.fields.iter().map(|f| f.raw.as_str()).collect::<Vec<_>>(),
+        plan.query
+            .fields
+            .iter()
+            .map(|f| f.raw.as_str())
+            .collect::<Vec<_>>(),
         ["sg_cut_in", "sg_sequence"]
     );
     assert_eq!(plan.query.limit, None);
-    let rows = vec![rec(1, &[("sg_cut_in", Value::Int(4))]), rec(2, &[("sg_cut_in", Value::Int(6))])];
+    let rows = vec![
+        rec(1, &[("sg_cut_in", Value::Int(4))]),
+        rec(2, &[("sg_cut_in", Value::Int(6))]),
+    ];
     let out = summarize_answer(&plan, &rows).expect("answerable");
     assert_eq!(out["summaries"], json!({"id": 2, "sg_cut_in": 10}));
     assert_eq!(
@@ -262,7 +299,8 @@ fn summarize_plans_fetch_the_needed_fields() {
         json!([{"group_name": "", "group_value": null, "summaries": {"id": 2, "sg_cut_in": 10}}])
     );
 
-    let bad = json!({"type": "Shot", "summaries": [{"field": "sg_status_list", "type": "status_list"}]});
+    let bad =
+        json!({"type": "Shot", "summaries": [{"field": "sg_status_list", "type": "status_list"}]});
     assert!(
         plan_summarize(&snapshot(), &bad)
             .expect_err("unsupported")
@@ -278,9 +316,31 @@ fn schema_reads_come_from_the_persisted_schema() {
     assert_eq!(all["Shot"]["code"]["data_type"]["value"], json!("text"));
     let ents = schema_answer(&snap, "schema_entity_read", &Json::Null).expect("answerable");
     assert_eq!(ents["Sequence"]["name"]["value"], json!("Sequence"));
-    let one = schema_answer(&snap, "schema_field_read", &json!({"type": "Shot", "field_name": "sg_sequence"})).expect("answerable");
+    let one = schema_answer(
+        &snap,
+        "schema_field_read",
+        &json!({"type": "Shot", "field_name": "sg_sequence"}),
+    )
+    .expect("answerable");
     assert_eq!(one.as_object().map(|o| o.len()), Some(1));
-    assert_eq!(one["sg_sequence"]["properties"]["valid_types"]["value"], json!(["Sequence"]));
-    assert!(schema_answer(&snap, "schema_read", &json!({"project": {"type": "Project", "id": 1}})).is_err());
-    assert!(schema_answer(&snap, "schema_field_read", &json!({"type": "Shot", "field_name": "nope"})).is_err());
+    assert_eq!(
+        one["sg_sequence"]["properties"]["valid_types"]["value"],
+        json!(["Sequence"])
+    );
+    assert!(
+        schema_answer(
+            &snap,
+            "schema_read",
+            &json!({"project": {"type": "Project", "id": 1}})
+        )
+        .is_err()
+    );
+    assert!(
+        schema_answer(
+            &snap,
+            "schema_field_read",
+            &json!({"type": "Shot", "field_name": "nope"})
+        )
+        .is_err()
+    );
 }
