@@ -231,7 +231,9 @@ fn apply(conn: &Connection, tgt: &Target<'_>, w: &EntityWrite) -> Result<Applied
                 let Some(f) = layout.fields.iter().find(|f| f.name == c.field()) else {
                     continue;
                 };
-                if *event_id <= row.versions.get(&f.name) {
+                // Compare with the version before this patch: one event may carry several
+                // changes of one field (multi_entity `removed` and `added`).
+                if *event_id <= old.versions.get(&f.name) {
                     continue;
                 }
                 any_applied = true;
