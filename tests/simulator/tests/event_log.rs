@@ -1,6 +1,8 @@
 //! The event log each mutation produces, read back over REST exactly as the syncer polls it, compared
 //! with the shapes of protocol §5.3 and the sequences of §5.4.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::{Harness, kinds, small, start};

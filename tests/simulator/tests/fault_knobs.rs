@@ -2,6 +2,8 @@
 //! 502, 503, 504, hung requests, dropped connections), error rates, the event-log knobs (visibility
 //! delay, out-of-order commits, permanent gaps), archiving, and the workload driver.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::time::{Duration, Instant};

@@ -1,6 +1,8 @@
 //! The REST API v1 of the simulated site against a plain HTTP client: every endpoint, the response
 //! shapes of protocol §1.2–1.3, and every error case with the real envelope (§1.4).
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::{ARRAY_CT, HASH_CT, small};
