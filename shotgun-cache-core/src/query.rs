@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::filter::eval::{LinkState, cmp_values, link_state, live_link_name};
 use crate::filter::{EntitySource, FieldPath, Filter, matches};
-use crate::model::{DateTime, Entity, EntityRef, Value};
+use crate::model::{DataType, DateTime, Entity, EntityRef, Value};
 
 /// Sort direction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -146,6 +146,8 @@ pub fn project(src: &dyn EntitySource, entity: &Entity, fields: &[FieldPath]) ->
             continue;
         }
         let v = match single_leaf(src, entity, path) {
+            // An unset checkbox reads false and an unset multi_entity reads [] (never null).
+            Some(LeafRef::Value(Value::Null)) => Value::empty_for(path.leaf_type),
             Some(v) => read_value(src, v),
             None => Value::Null,
         };
@@ -283,6 +285,7 @@ fn sort_key(src: &dyn EntitySource, e: &Entity, path: &FieldPath) -> SortKey {
         Some(LeafRef::Value(v)) => v,
     };
     match v {
+        Value::Null if path.leaf_type == DataType::Checkbox => SortKey::Bool(false),
         Value::Null => SortKey::Null,
         Value::Bool(b) => SortKey::Bool(*b),
         Value::Int(_) | Value::Float(_) => SortKey::Num(v.clone()),

@@ -1106,6 +1106,15 @@ fn query_sorting_and_paging() {
         ),
         [51, 50, 53, 52]
     );
+    // An unset checkbox sorts as false (never null).
+    assert_eq!(
+        find("Version", all.clone(), &[("flagged", Asc)], 0, None, false),
+        [51, 52, 53, 50]
+    );
+    assert_eq!(
+        find("Version", all.clone(), &[("flagged", Desc)], 0, None, false),
+        [50, 51, 52, 53]
+    );
     // Paging after sorting.
     assert_eq!(
         find("Shot", all.clone(), &[("code", Asc)], 1, Some(2), false),
@@ -1203,6 +1212,11 @@ fn query_projection_applies_link_rule() {
     assert_eq!(r4.fields["sg_sequence"], Value::Null);
     assert_eq!(r4.fields["assets"], Value::MultiEntity(vec![]));
     assert_eq!(r4.fields["sg_sequence.Sequence.code"], Value::Null);
+    // Unset checkbox and multi_entity fields read false and [] (never null).
+    let flags = [path("Version", "flagged"), path("Version", "playlists")];
+    let v52 = project(src, src.get("Version", 52).expect("v52"), &flags);
+    assert_eq!(v52.fields["flagged"], Value::Bool(false));
+    assert_eq!(v52.fields["playlists"], Value::MultiEntity(vec![]));
     // Shot 3 has no links at all.
     let r3 = project(src, shot(3), &fields);
     assert_eq!(
