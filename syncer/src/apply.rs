@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 
 use serde_json::Value as Json;
-use shotgun_cache_core::model::{DataType, SiteSchema};
+use shotgun_cache_core::model::{DataType, DateTime, SiteSchema, Value};
 use shotgun_cache_core::store::{EntityWrite, FieldChange};
 
 use crate::plan::TypePlan;
@@ -25,6 +25,9 @@ pub enum Action {
     Write(EntityWrite),
     /// Re-read the entity from the site.
     Reread { entity_type: String, id: i64 },
+    /// Re-read the entities that link to this one (after a revival the site shows links to it
+    /// again, without events on the linking side).
+    RereadLinkers { entity_type: String, id: i64 },
     /// The site schema changed.
     SchemaRefresh,
 }
@@ -90,7 +93,11 @@ pub fn translate(
                 id,
                 event_id: ev.id,
             }),
-            Action::Reread { entity_type: t, id },
+            Action::Reread {
+                entity_type: t.clone(),
+                id,
+            },
+            Action::RereadLinkers { entity_type: t, id },
         ]),
         "Retirement" => Ok(vec![Action::Write(EntityWrite::Retire {
             entity_type: t,
@@ -150,6 +157,25 @@ pub fn translate(
                 })?;
                 vec![FieldChange::Set(field.to_owned(), v)]
             };
+            let mut changes = changes;
+            // `updated_at`/`updated_by` move on every direct update without events of their own
+            // (protocol §4): take them from the event (not from the reverse side of a link).
+            if meta.get("actual_attribute_changed").is_none() && meta.get("in_create").is_none() {
+                if plan.caches("updated_at") && ev.created_at > 0 {
+                    changes.push(FieldChange::Set(
+                        "updated_at".into(),
+                        Value::DateTime(DateTime(ev.created_at)),
+                    ));
+                }
+                if plan.caches("updated_by")
+                    && let Some(u) = &ev.user
+                {
+                    changes.push(FieldChange::Set(
+                        "updated_by".into(),
+                        Value::Entity(u.clone()),
+                    ));
+                }
+            }
             Ok(vec![Action::Write(EntityWrite::Patch {
                 entity_type: t,
                 id,

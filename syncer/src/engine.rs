@@ -720,6 +720,7 @@ impl Engine {
             *e = (*e).max(ev);
         }
         let mut schema_refresh = false;
+        let mut linkers: Vec<(String, i64, i64)> = Vec::new();
         let mut applied = 0u64;
         let mut newest_created = 0;
         for ev in &events {
@@ -745,6 +746,9 @@ impl Engine {
                                 *e = (*e).max(ev.id);
                             }
                             Action::Write(w) => writes.push(w),
+                            Action::RereadLinkers { entity_type, id } => {
+                                linkers.push((entity_type, id, ev.id));
+                            }
                         }
                     }
                 }
@@ -779,6 +783,30 @@ impl Engine {
                 }
                 false
             });
+        }
+        for (t, id, ev) in linkers {
+            let target = shotgun_cache_core::model::EntityRef::new(t.clone(), id);
+            for p in plans.values() {
+                for f in &p.layout.fields {
+                    let may_link =
+                        f.valid_types.is_empty() || f.valid_types.iter().any(|v| *v == t);
+                    if !f.data_type.is_link() || !may_link {
+                        continue;
+                    }
+                    for lid in self
+                        .site
+                        .linking_ids(&p.entity_type, &f.name, &target)
+                        .await?
+                    {
+                        let e = rereads
+                            .entry(p.entity_type.clone())
+                            .or_default()
+                            .entry(lid)
+                            .or_insert(0);
+                        *e = (*e).max(ev);
+                    }
+                }
+            }
         }
         let mut all = Vec::new();
         for (t, ids) in &rereads {

@@ -260,8 +260,9 @@ async fn sync_main(engine: Arc<Engine>) -> anyhow::Result<()> {
         retry_forever("import", &engine, || engine.import_type(t, false)).await?;
     }
     engine.status.ready.store(true, Ordering::Relaxed);
+    let n_types = engine.plans.read().await.len();
     tracing::info!(
-        types = engine.plans.read().await.len(),
+        types = n_types,
         "initial import complete; following the event log"
     );
     for t in re {

@@ -78,6 +78,8 @@ pub struct Event {
     pub entity: Option<EntityRef>,
     /// Unix seconds (server clock).
     pub created_at: i64,
+    /// Who wrote it (`user`), if returned.
+    pub user: Option<EntityRef>,
 }
 
 /// Connection settings of the client.
@@ -475,6 +477,40 @@ impl Site {
         Ok(out)
     }
 
+    /// Ids of rows (live) whose link field `field` points at `target`.
+    pub async fn linking_ids(
+        &self,
+        entity_type: &str,
+        field: &str,
+        target: &EntityRef,
+    ) -> Result<Vec<i64>, SiteError> {
+        let mut out = Vec::new();
+        let mut after = 0;
+        loop {
+            let filters = json!([[field, "is", {"type": target.entity_type, "id": target.id}], ["id", "greater_than", after]]);
+            let raw = self
+                .search_raw(
+                    entity_type,
+                    &filters,
+                    &["id".to_owned()],
+                    "id",
+                    500,
+                    ReturnOnly::Active,
+                )
+                .await?;
+            let n = raw.len();
+            for r in &raw {
+                if let Some(id) = r.get("id").and_then(Json::as_i64) {
+                    after = after.max(id);
+                    out.push(id);
+                }
+            }
+            if n < 500 {
+                return Ok(out);
+            }
+        }
+    }
+
     /// Rows changed since `since` (unix seconds, inclusive), live or retired, paged by id.
     pub async fn updated_since(
         &self,
@@ -672,6 +708,7 @@ impl Site {
             "meta",
             "entity",
             "created_at",
+            "user",
         ]
         .iter()
         .map(|s| (*s).to_owned())
@@ -835,6 +872,13 @@ pub fn parse_event(rec: &Json) -> Result<Event, SiteError> {
         .or_else(|| get("entity"))
         .filter(|v| !v.is_null())
         .and_then(|v| EntityRef::from_json(v).ok());
+    let user = rec
+        .get("relationships")
+        .and_then(|r| r.get("user"))
+        .map(|r| r.get("data").unwrap_or(r))
+        .or_else(|| get("user"))
+        .filter(|v| !v.is_null())
+        .and_then(|v| EntityRef::from_json(v).ok());
     let created_at = get("created_at")
         .and_then(Json::as_str)
         .and_then(shotgun_cache_core::model::DateTime::parse)
@@ -847,6 +891,7 @@ pub fn parse_event(rec: &Json) -> Result<Event, SiteError> {
         meta,
         entity,
         created_at,
+        user,
     })
 }
 
