@@ -1479,3 +1479,153 @@ fn evaluator_throughput() {
         "evaluation is pathologically slow: {per_row} ns/row"
     );
 }
+
+/// Random filters of every wire shape, over every field of the dataset's types and one-hop deep
+/// links, with every relation and a pool of awkward values: parsing, validation, evaluation and find
+/// never panic, and every rejection names something (a field, a relation, a value or a shape).
+#[test]
+fn fuzzed_filters_never_panic() {
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+    let iterations = if std::env::var_os("SHOTGUN_CACHE_SLOW_TESTS").is_some() {
+        200_000
+    } else {
+        4_000
+    };
+    let mut rng = StdRng::seed_from_u64(0x5107_9c4e);
+    let types = [
+        "Shot",
+        "Version",
+        "Task",
+        "Note",
+        "Asset",
+        "Sequence",
+        "LocalStorage",
+        "Step",
+    ];
+    let pool = [
+        json!(null),
+        json!(0),
+        json!(-1),
+        json!(1),
+        json!(100),
+        json!(2.5),
+        json!(1e300),
+        json!(i64::MAX),
+        json!(""),
+        json!(" "),
+        json!("sh010"),
+        json!("ÜBER"),
+        json!("İ"),
+        json!("2024-03-14"),
+        json!("2024-03-15T08:00:00Z"),
+        json!("DAY"),
+        json!("MONTH"),
+        json!("Shot"),
+        json!(true),
+        json!("true"),
+        json!([]),
+        json!([1, 2]),
+        json!([null]),
+        json!({"type": "Shot", "id": 1}),
+        json!({"type": "Asset", "id": 101, "name": "x"}),
+        json!({"id": 3}),
+        json!({"a": 1}),
+        json!([[1]]),
+        json!("0f8fad5b-d9cb-469f-a165-70867728950e"),
+        json!(i64::MIN),
+    ];
+    let mut validated = 0;
+    for _ in 0..iterations {
+        let t = types[rng.random_range(0..types.len())];
+        let fields: Vec<&FieldSchema> = schema()
+            .entity(t)
+            .expect("type exists")
+            .fields
+            .values()
+            .collect();
+        let f = fields[rng.random_range(0..fields.len())];
+        let path = match (f.data_type.is_link(), f.valid_types.first()) {
+            (true, Some(target)) if rng.random_bool(0.5) => {
+                let tf: Vec<&String> = schema()
+                    .entity(target)
+                    .map(|e| e.fields.keys().collect())
+                    .unwrap_or_default();
+                match tf.get(rng.random_range(0..tf.len().max(1))) {
+                    Some(leaf) => format!("{}.{target}.{leaf}", f.name),
+                    None => f.name.clone(),
+                }
+            }
+            _ => f.name.clone(),
+        };
+        // Mostly a relation valid for the leaf's type, with the arity it expects; sometimes anything.
+        let valid = validate_path(schema(), t, &path)
+            .map(|p| super::valid_relations(p.leaf_type))
+            .unwrap_or(&[]);
+        let op = if !valid.is_empty() && rng.random_bool(0.9) {
+            valid[rng.random_range(0..valid.len())]
+        } else {
+            Operator::ALL[rng.random_range(0..Operator::ALL.len())]
+        };
+        let mut pick = || pool[rng.random_range(0..pool.len())].clone();
+        let values: Vec<Json> = match op {
+            Operator::Between | Operator::NotBetween => vec![pick(), pick()],
+            Operator::InLast | Operator::NotInLast | Operator::InNext | Operator::NotInNext => {
+                vec![
+                    json!([1, 7, 0][(pick().as_i64().unwrap_or(0).unsigned_abs() % 3) as usize]),
+                    json!("DAY"),
+                ]
+            }
+            Operator::In | Operator::NotIn => vec![pick(), pick()],
+            _ => vec![pick()],
+        };
+        let op = op.as_str();
+        let mut cond = vec![json!(path), json!(op)];
+        cond.extend(values.iter().cloned());
+        let filter = match rng.random_range(0..4) {
+            0 => json!([cond]),
+            1 => json!({"logical_operator": "or", "conditions": [cond, ["id", "greater_than", 0]]}),
+            2 => {
+                json!({"logical_operator": "and", "conditions": [{"path": path, "relation": op, "values": values}]})
+            }
+            _ => json!([{"filter_operator": "any", "filters": [cond]}]),
+        };
+        match parse_validate(t, &filter) {
+            Ok(f) => {
+                validated += 1;
+                let src = data();
+                for e in src.iter_type(t) {
+                    let _ = matches(&f, e, src, now());
+                }
+                let sort = validate_path(schema(), t, &path).ok().map(|p| Sort {
+                    path: p,
+                    direction: Direction::Desc,
+                });
+                let q = FindQuery {
+                    entity_type: t.into(),
+                    filter: f,
+                    fields: sort.iter().map(|s| s.path.clone()).collect(),
+                    sorts: sort.into_iter().collect(),
+                    offset: 0,
+                    limit: Some(3),
+                    retired_only: rng.random_bool(0.2),
+                };
+                let rows = reference_find(src, &q, now());
+                assert!(rows.len() <= 3);
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                assert!(
+                    msg.len() > 10,
+                    "{filter} on {t}: uninformative error {msg:?}"
+                );
+            }
+        }
+    }
+    eprintln!("fuzz: {validated} of {iterations} filters validated and evaluated");
+    // The generator must reach the evaluator often enough to be worth running.
+    assert!(
+        validated * 20 > iterations,
+        "only {validated} of {iterations} fuzzed filters validated"
+    );
+}
