@@ -552,4 +552,6 @@ fn group_to_pb(g: &summarize::SummaryGroup) -> shotgun_cache_proto::v1::SummaryG
 }
 
 #[cfg(test)]
+mod store_tests;
+#[cfg(test)]
 mod tests;

@@ -18,9 +18,10 @@ fn field(t: &str, dt: &str, valid_types: &[&str]) -> Json {
     })
 }
 
-/// Shot (cached: code, sg_status_list, sg_sequence, project, created_at, assets; not cached:
-/// description, image), Sequence (cached: code), Project (cached: name, archived), Asset (not cached).
-pub(crate) fn snapshot() -> CatalogSnapshot {
+/// Shot (cached: code, sg_status_list, sg_sequence, project, created_at, assets, image, sg_cut_in;
+/// not cached: description), Sequence (cached: code), Project (cached: name, archived), Asset (not
+/// cached), and the layouts of the cached types.
+pub(crate) fn schema_and_layouts() -> (SiteSchema, Vec<TypeLayout>) {
     let schema = json!({
         "Shot": {
             "id": field("Shot", "number", &[]),
@@ -64,14 +65,24 @@ pub(crate) fn snapshot() -> CatalogSnapshot {
         layout("Sequence", &["code"]),
         layout("Project", &["name", "archived"]),
     ];
-    let ready = |t: &str| TypeState {
+    (schema, layouts)
+}
+
+/// The import state "ready" of a type.
+pub(crate) fn ready(t: &str) -> TypeState {
+    TypeState {
         entity_type: t.to_owned(),
         phase: TypePhase::Ready,
         done: 1,
         total: 1,
         config_hash: String::new(),
         ready_at: None,
-    };
+    }
+}
+
+/// A catalog snapshot over [`schema_and_layouts`], every cached type ready.
+pub(crate) fn snapshot() -> CatalogSnapshot {
+    let (schema, layouts) = schema_and_layouts();
     let states = vec![ready("Shot"), ready("Sequence"), ready("Project")];
     CatalogSnapshot::new(Some(schema), layouts, states)
 }
