@@ -11,6 +11,7 @@
 pub mod ast;
 pub mod eval;
 pub mod parse;
+pub mod testkit;
 pub mod validate;
 
 pub use ast::{
