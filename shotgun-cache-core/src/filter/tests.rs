@@ -211,7 +211,8 @@ fn validation_errors_name_the_problem() {
     assert_eq!(e.to_string(), "API read() entity type 'Shoot' doesn't exist.");
     assert!(matches!(e, FilterError::UnknownType { .. }));
     // Unknown fields, at the root and inside deep links.
-    err("Shot", json!([["sg_foo", "is", 1]]), &["API read() Shot.sg_foo doesn't exist."]);
+    let e = parse_validate("Shot", &json!([["sg_foo", "is", 1]])).expect_err("unknown field");
+    assert_eq!(e.to_string(), "API read() Shot.sg_foo doesn't exist.");
     err("Shot", json!([["sg_sequence.Sequence.nope", "is", 1]]), &["Sequence.nope doesn't exist", "sg_sequence.Sequence.nope"]);
     err("Shot", json!([["sg_sequence.Sequenz.code", "is", 1]]), &["entity type 'Sequenz' doesn't exist"]);
     err("Task", json!([["code", "is", "x"]]), &["Task.code doesn't exist"]);

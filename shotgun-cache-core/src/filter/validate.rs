@@ -29,7 +29,7 @@ pub enum FilterError {
     #[error("API read() entity type '{entity_type}' doesn't exist.")]
     UnknownType { entity_type: String },
     /// A field that is not in the schema; `field` is `Type.field`, `path` the path as written.
-    #[error("API read() {field} doesn't exist. (path '{path}')")]
+    #[error("API read() {field} doesn't exist.{}", deep_path_note(.path))]
     UnknownField { field: String, path: String },
     /// A deep-link path steps through a field that is not an entity or multi_entity link.
     #[error(
@@ -116,6 +116,16 @@ pub enum FilterError {
     /// Groups nested deeper than [`MAX_FILTER_DEPTH`].
     #[error("filter nesting is deeper than {limit} groups")]
     TooDeep { limit: usize },
+}
+
+/// ` (path 'a.B.c')` when the path is a deep link (so the message says where the field was looked
+/// up); nothing for a plain field, keeping Shotgun's exact wording.
+fn deep_path_note(path: &str) -> String {
+    if path.contains('.') {
+        format!(" (path '{path}')")
+    } else {
+        String::new()
+    }
 }
 
 /// The relations a current server accepts for a data type (protocol §3.1), in Shotgun's order.
