@@ -6,6 +6,9 @@
 //!   are tested against it (the differential test), and the simulator, Watch filters and per-type
 //!   cache filters use it directly.
 //!
+//! - [`testkit`]: the fixed dataset (on the real site schema) and the table of semantics cases, for
+//!   this module's tests and for store backends to run the same cases.
+//!
 //! Decisions on rules the protocol marks unverified are listed in one table in [`eval`]'s docs.
 
 pub mod ast;
