@@ -179,8 +179,12 @@ impl pb::query_service_server::QueryService for GrpcQueryService {
         &self,
         req: Request<pb::SummarizeRequest>,
     ) -> Result<Response<pb::SummarizeResponse>, Status> {
-        self.unary("Summarize", req.metadata(), crate::api3::summarize_grpc(&self.svc, req.get_ref()))
-            .await
+        self.unary(
+            "Summarize",
+            req.metadata(),
+            crate::api3::summarize_grpc(&self.svc, req.get_ref()),
+        )
+        .await
     }
 
     type WatchStream = WatchEvents;
@@ -266,24 +270,69 @@ impl tonic::service::Interceptor for AuthInterceptor {
     }
 }
 
-/// A layer that turns tonic's "decoded message length too large" (`OUT_OF_RANGE`) into
-/// `RESOURCE_EXHAUSTED`, the code gRPC specifies for a request over the size limit.
+/// A layer that corrects the codes tonic gives to requests it cannot decode, before the service
+/// sees them:
+/// - "decoded message length too large" (`OUT_OF_RANGE`) becomes `RESOURCE_EXHAUSTED`, the code gRPC
+///   specifies for a request over the size limit;
+/// - "failed to decode Protobuf message" (`INTERNAL`) becomes `INVALID_ARGUMENT` (the client sent
+///   it), with a plain message when the cause is prost's recursion limit (a filter nested too deep).
 #[derive(Clone, Copy, Default)]
-pub struct OversizeLayer;
+pub struct WireErrorsLayer;
 
-impl<S> tower::Layer<S> for OversizeLayer {
-    type Service = Oversize<S>;
-    fn layer(&self, inner: S) -> Oversize<S> {
-        Oversize { inner }
+impl<S> tower::Layer<S> for WireErrorsLayer {
+    type Service = WireErrors<S>;
+    fn layer(&self, inner: S) -> WireErrors<S> {
+        WireErrors { inner }
     }
 }
 
 #[derive(Clone)]
-pub struct Oversize<S> {
+pub struct WireErrors<S> {
     inner: S,
 }
 
-impl<S, B, RB> tower::Service<http::Request<B>> for Oversize<S>
+/// Decodes a percent-encoded `grpc-message` value.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+        {
+            out.push(v);
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The corrected `(grpc-status, grpc-message)` for a trailers-only error, if it needs one.
+fn corrected(status: &str, message: &str) -> Option<(&'static str, Option<&'static str>)> {
+    let message = percent_decode(message);
+    match status {
+        "11" if message.contains("message length too large") => Some(("8", None)),
+        "13" if message.contains("failed to decode Protobuf message") => {
+            if message.contains("recursion limit reached") {
+                Some((
+                    "3",
+                    Some(
+                        "request nested too deeply: the filter tree exceeds the protobuf decoder's recursion limit (about 49 nested groups)",
+                    ),
+                ))
+            } else {
+                Some(("3", None))
+            }
+        }
+        _ => None,
+    }
+}
+
+impl<S, B, RB> tower::Service<http::Request<B>> for WireErrors<S>
 where
     S: tower::Service<http::Request<B>, Response = http::Response<RB>>,
     S::Future: Send + 'static,
@@ -300,15 +349,23 @@ where
         let fut = self.inner.call(req);
         Box::pin(async move {
             let mut resp = fut.await?;
-            let oversize = resp.headers().get("grpc-status").is_some_and(|s| s == "11")
-                && resp
-                    .headers()
-                    .get("grpc-message")
-                    .and_then(|m| m.to_str().ok())
-                    .is_some_and(|m| m.contains("message length too large"));
-            if oversize {
+            let h = resp.headers();
+            let fix = match (
+                h.get("grpc-status").and_then(|v| v.to_str().ok()),
+                h.get("grpc-message").and_then(|v| v.to_str().ok()),
+            ) {
+                (Some(status), Some(message)) => corrected(status, message),
+                _ => None,
+            };
+            if let Some((status, message)) = fix {
                 resp.headers_mut()
-                    .insert("grpc-status", http::HeaderValue::from_static("8"));
+                    .insert("grpc-status", http::HeaderValue::from_static(status));
+                if let Some(m) = message {
+                    let encoded = m.replace('%', "%25").replace(' ', "%20");
+                    if let Ok(v) = http::HeaderValue::from_str(&encoded) {
+                        resp.headers_mut().insert("grpc-message", v);
+                    }
+                }
             }
             Ok(resp)
         })
@@ -328,6 +385,31 @@ mod tests {
         assert_eq!(parse_grpc_timeout("x"), None);
         assert_eq!(parse_grpc_timeout(""), None);
         assert_eq!(parse_grpc_timeout("5Q"), None);
+    }
+
+    #[test]
+    fn wire_errors_are_corrected() {
+        assert_eq!(percent_decode("a%20b%2Cc%"), "a b,c%");
+        assert_eq!(
+            corrected(
+                "11",
+                "Error,%20decoded%20message%20length%20too%20large:%20found%201"
+            ),
+            Some(("8", None))
+        );
+        assert_eq!(corrected("11", "journal%20trimmed"), None);
+        assert_eq!(
+            corrected("13", "failed%20to%20decode%20Protobuf%20message:%20x"),
+            Some(("3", None))
+        );
+        assert!(matches!(
+            corrected(
+                "13",
+                "failed%20to%20decode%20Protobuf%20message:%20recursion%20limit%20reached"
+            ),
+            Some(("3", Some(_)))
+        ));
+        assert_eq!(corrected("13", "other"), None);
     }
 
     #[test]

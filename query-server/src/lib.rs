@@ -141,12 +141,13 @@ impl Default for ServerOptions {
 pub fn open_store(config: &StoreConfig) -> anyhow::Result<Arc<dyn Store>> {
     match config.backend {
         Backend::Sqlite => {
-            // TODO(sqlite landing): `SqliteStore` does not implement `Store` yet in this tree.
-            let _ = Path::new(&config.sqlite_path);
-            anyhow::bail!(
-                "the SQLite backend is not available in this build yet ({})",
-                config.sqlite_path
-            )
+            // The SQLite backend has no read-only mode: `open` creates and bootstraps the file when
+            // it is missing. The query-server still only calls read methods (the invariant).
+            let store = shotgun_cache_core::store::sqlite::SqliteStore::open(Path::new(
+                &config.sqlite_path,
+            ))
+            .with_context(|| format!("open the SQLite store at {}", config.sqlite_path))?;
+            Ok(Arc::new(store))
         }
         Backend::Rethinkdb => anyhow::bail!(
             "store.backend = \"rethinkdb\" is not supported by this query-server build yet; use \"sqlite\""
@@ -308,7 +309,7 @@ pub async fn run_with(
     let grpc_stop = stopped();
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listeners.grpc);
     let router = builder
-        .layer(grpc::OversizeLayer)
+        .layer(grpc::WireErrorsLayer)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

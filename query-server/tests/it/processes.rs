@@ -1,0 +1,183 @@
+//! Several query-server processes (the real binary) over one SQLite file, while this process
+//! writes to it as the syncer would; SIGTERM shuts each down cleanly.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use shotgun_cache_core::store::EntityWrite;
+use shotgun_cache_proto::v1 as pb;
+
+use crate::support::*;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+struct Proc {
+    child: Child,
+    grpc: u16,
+}
+
+fn spawn(fx: &Fixture, n: usize) -> Proc {
+    let (grpc, admin, http) = (free_port(), free_port(), free_port());
+    let cfg = fx.dir.path().join(format!("qs{n}.toml"));
+    std::fs::write(
+        &cfg,
+        format!(
+            "[site]\nurl = \"http://127.0.0.1:1\"\nscript_name = \"t\"\n[store]\nsqlite_path = {:?}\n\
+             [query_server]\ngrpc_listen = \"127.0.0.1:{grpc}\"\nadmin_listen = \"127.0.0.1:{admin}\"\n\
+             http_listen = \"127.0.0.1:{http}\"\ndrain_secs = 1\n",
+            fx.path.display().to_string()
+        ),
+    )
+    .expect("write config");
+    let child = Command::new(env!("CARGO_BIN_EXE_shotgun-cache-query-server"))
+        .arg("--config")
+        .arg(&cfg)
+        .env("SHOTGUN_CACHE_LOG_FORMAT", "json")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn the query-server binary");
+    Proc { child, grpc }
+}
+
+async fn client(
+    port: u16,
+) -> pb::query_service_client::QueryServiceClient<tonic::transport::Channel> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(ch) = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}"))
+            .expect("url")
+            .connect()
+            .await
+        {
+            let mut c = pb::query_service_client::QueryServiceClient::new(ch);
+            if c.count(pb::CountRequest {
+                entity_type: "Shot".into(),
+                ..Default::default()
+            })
+            .await
+            .is_ok()
+            {
+                return c;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "query-server on port {port} never answered"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn count(
+    c: &mut pb::query_service_client::QueryServiceClient<tonic::transport::Channel>,
+) -> u64 {
+    c.count(pb::CountRequest {
+        entity_type: "Shot".into(),
+        ..Default::default()
+    })
+    .await
+    .expect("count")
+    .into_inner()
+    .count
+}
+
+/// Two processes serve the same file, see the writer's commits, stream them, and stop on SIGTERM.
+#[tokio::test]
+async fn two_processes_over_one_sqlite_file() {
+    let fx = Fixture::new().await;
+    let mut procs = vec![spawn(&fx, 1), spawn(&fx, 2)];
+    let mut a = client(procs[0].grpc).await;
+    let mut b = client(procs[1].grpc).await;
+    assert_eq!(count(&mut a).await as i64, SHOTS);
+    assert_eq!(count(&mut b).await as i64, SHOTS);
+
+    let mut watch = b
+        .watch(pb::WatchRequest {
+            entity_types: vec!["Shot".into()],
+            start: Some(pb::watch_request::Start::FromNow(true)),
+            ..Default::default()
+        })
+        .await
+        .expect("watch on process 2")
+        .into_inner();
+    let seqs = fx
+        .journaled(vec![EntityWrite::Retire {
+            entity_type: "Shot".into(),
+            id: 11,
+            event_id: 777,
+        }])
+        .await;
+    assert_eq!(count(&mut a).await as i64, SHOTS - 1);
+    assert_eq!(count(&mut b).await as i64, SHOTS - 1);
+    let change = loop {
+        let ev = tokio::time::timeout(Duration::from_secs(5), watch.message())
+            .await
+            .expect("change within 5 s")
+            .expect("ok")
+            .expect("open");
+        if let Some(pb::watch_event::Kind::Change(c)) = ev.kind {
+            break c;
+        }
+    };
+    assert_eq!(
+        (change.seq, change.entity_id, change.op),
+        (seqs[0], 11, pb::ChangeOp::Retire as i32)
+    );
+    assert!(change.retired);
+
+    for p in &mut procs {
+        let pid = p.child.id().to_string();
+        let st = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
+        assert!(st.success());
+    }
+    // The open Watch ends with UNAVAILABLE and a resume position once draining is over.
+    let end = tokio::time::timeout(Duration::from_secs(10), watch.message())
+        .await
+        .expect("stream ends");
+    match end {
+        Err(status) => {
+            assert_eq!(
+                status.code(),
+                tonic::Code::Unavailable,
+                "{}",
+                status.message()
+            );
+            assert_eq!(
+                status
+                    .metadata()
+                    .get("resume-after-seq")
+                    .and_then(|v| v.to_str().ok()),
+                Some(seqs[0].to_string().as_str())
+            );
+        }
+        Ok(other) => panic!("expected the stream to end with UNAVAILABLE, got {other:?}"),
+    }
+    for p in &mut procs {
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(st) = p.child.try_wait().expect("wait") {
+                assert!(
+                    st.success(),
+                    "the query-server exits 0 after SIGTERM, got {st}"
+                );
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the query-server did not stop after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
