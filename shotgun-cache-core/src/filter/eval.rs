@@ -1,6 +1,6 @@
 //! The reference evaluator: a pure, in-memory definition of Shotgun's filter semantics.
 //!
-//! [`matches`] decides whether one cached entity matches a validated [`Filter`]. The store backends
+//! [`matches`](fn@matches) decides whether one cached entity matches a validated [`Filter`]. The store backends
 //! are tested against it, and the simulator, Watch filters and per-type cache filters use it
 //! directly, so it is written to allocate nothing per row: operands were typed (and lowercased where
 //! matching is case-insensitive) by `validate`, text is compared through lowercase character

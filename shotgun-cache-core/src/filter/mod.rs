@@ -1,7 +1,7 @@
 //! Shotgun filter semantics: one definition, used by every part of the system.
 //!
 //! - [`parse`]: every wire form → [`RawFilter`].
-//! - [`validate`]: [`RawFilter`] + schema → [`Filter`], with errors as precise as Shotgun's.
+//! - [`validate`](mod@validate): [`RawFilter`] + schema → [`Filter`], with errors as precise as Shotgun's.
 //! - [`eval`]: the pure in-memory reference evaluator. It *defines* the semantics; store backends
 //!   are tested against it (the differential test), and the simulator, Watch filters and per-type
 //!   cache filters use it directly.

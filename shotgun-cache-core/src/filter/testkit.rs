@@ -146,7 +146,7 @@ pub type Case = (&'static str, Json, &'static [i64]);
 /// The semantics table. Dataset summary (live rows):
 /// - Shot 1 `sh010` cut_in 100 `ip` Hero, seq→10 (SEQ01, stored name stale), assets [100 Chair, 101 table],
 ///   created 2024-03-15T08:00Z, tags [Hero, Night]; Shot 2 `SH020` cut_in 0 `fin`, seq→11 (seq02),
-///   assets [101], created 2024-03-08T23:59:59Z; Shot 3 `sh030`, everything else null, created 2023-12-31T23:00Z;
+///   assets `[101]`, created 2024-03-08T23:59:59Z; Shot 3 `sh030`, everything else null, created 2023-12-31T23:00Z;
 ///   Shot 4 `Über straße` cut_in 250 `IP`, seq→12 (retired), assets [102 (retired)], created 2024-02-10.
 ///   Shot 5 is retired.
 /// - Task 1000 due 2024-03-14 (yesterday), 1001 due 2024-03-18 (next Monday), 1002 due 2024-02-29.
