@@ -234,13 +234,20 @@ impl Cx<'_> {
         }
     }
 
-    fn is_null(&self, v: &Value) -> bool {
+    /// Whether a value reads as null for `is None`: links under the link rule, empty text, and for
+    /// tag_list/addressing an empty list (after dropping retired targets). A jsonb array or object
+    /// is a value, never null.
+    fn is_null(&self, v: &Value, t: DataType) -> bool {
         match v {
             Value::Null => true,
             Value::Text(s) => s.is_empty(),
             Value::Entity(_) | Value::MultiEntity(_) => !self.any_link(v, &mut |_, _, _| true),
             Value::Json(Json::Null) => true,
-            Value::Json(Json::Array(a)) => a.is_empty() || !self.any_link(v, &mut |_, _, _| true),
+            Value::Json(Json::Array(_))
+                if matches!(t, DataType::TagList | DataType::Addressing) =>
+            {
+                !self.any_link(v, &mut |_, _, _| true)
+            }
             _ => false,
         }
     }
@@ -283,7 +290,7 @@ impl Cx<'_> {
         match (op, &c.operand) {
             (Is, Operand::One(x)) => {
                 if x.is_null() {
-                    self.is_null(v)
+                    self.is_null(v, t)
                 } else {
                     self.eq(v, x, t)
                 }
