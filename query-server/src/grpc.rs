@@ -82,6 +82,9 @@ impl GrpcQueryService {
         let started = Instant::now();
         let deadline = call_deadline(md, self.call_cap);
         let result = match tokio::time::timeout(deadline, fut).await {
+            // The timer has millisecond resolution; an answer that still came after the deadline
+            // is past it all the same (the client has given up on it).
+            Ok(_) if started.elapsed() > deadline => Err(QueryError::Deadline(deadline)),
             Ok(r) => r,
             Err(_) => Err(QueryError::Deadline(deadline)),
         };
