@@ -467,29 +467,63 @@ fn check_filter_cached(
 
 /// Reads `(last_event_id, newest event time)` from the syncer's `cursor` state document.
 ///
-/// Accepted shapes: a bare number (the last event id), or an object with `last_event_id` (or
-/// `event_id`/`id`) and optionally `last_event_at` (or `event_created_at`/`at`), a datetime string.
+/// The syncer's cursor is `{"low_water", "head", "head_created_at" (unix seconds, site clock), ...}`:
+/// `head` is the newest event applied and `head_created_at` its creation time on the site. Other
+/// shapes are accepted too: a bare number, or `last_event_id`/`event_id` with `last_event_at` (a
+/// datetime string).
 fn parse_cursor_state(v: &serde_json::Value) -> (i64, Option<DateTime>) {
     if let Some(n) = v.as_i64() {
         return (n, None);
     }
-    let id = ["last_event_id", "last_applied_event_id", "event_id", "id"]
+    let id = ["head", "last_event_id", "last_applied_event_id", "event_id"]
         .iter()
         .find_map(|k| v.get(*k).and_then(serde_json::Value::as_i64))
         .unwrap_or(0);
-    let at = [
-        "last_event_at",
-        "last_event_created_at",
-        "event_created_at",
-        "at",
-    ]
-    .iter()
-    .find_map(|k| {
-        v.get(*k)
-            .and_then(serde_json::Value::as_str)
-            .and_then(DateTime::parse)
-    });
+    let at = ["head_created_at", "last_event_at", "event_created_at"]
+        .iter()
+        .find_map(|k| {
+            let x = v.get(*k)?;
+            match x.as_i64() {
+                Some(secs) if secs > 0 => Some(DateTime(secs)),
+                Some(_) => None,
+                None => x.as_str().and_then(DateTime::parse),
+            }
+        });
     (id, at)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn cursor_state_shapes() {
+        let (id, at) = parse_cursor_state(
+            &json!({"low_water": 5, "head": 9, "head_created_at": 1_700_000_000, "gaps": {}}),
+        );
+        assert_eq!((id, at), (9, Some(DateTime(1_700_000_000))));
+        assert_eq!(
+            parse_cursor_state(&json!({"head": 3, "head_created_at": 0})),
+            (3, None)
+        );
+        assert_eq!(parse_cursor_state(&json!(17)), (17, None));
+        assert_eq!(
+            parse_cursor_state(
+                &json!({"last_event_id": 4, "last_event_at": "2026-01-01T00:00:00Z"})
+            ),
+            (4, DateTime::parse("2026-01-01T00:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn cursors_round_trip_and_are_bound_to_their_query() {
+        let c = encode_cursor(1500, 77);
+        assert_eq!(decode_cursor(&c, 77).expect("same query"), 1500);
+        assert!(decode_cursor(&c, 78).is_err());
+        assert!(decode_cursor("nope", 77).is_err());
+    }
 }
 
 /// A stable hash of what defines a query's row sequence (not its return fields), for cursors.
