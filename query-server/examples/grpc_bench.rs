@@ -1,0 +1,695 @@
+//! A bounded load client for the query-server: prints latency and throughput figures (not a timed
+//! test; nothing asserts on them).
+//!
+//! It fills an embedded (SQLite) store with `BENCH_ROWS` shots (default 1,000,000, in 1,000
+//! sequences of 10 projects; reused when the file already holds them), starts the real
+//! `shotgun-cache-query-server` binary on it, and measures over loopback gRPC:
+//! - an indexed `Find` returning 50 rows (`sg_sequence is <Sequence>`), one client: p50/p99;
+//! - the same with 32 concurrent clients for `BENCH_SECS` seconds: Find/s;
+//! - a two-hop deep-link `Find` (`sg_sequence.Sequence.project.Project.name is <name>`): p50/p99;
+//! - the same indexed query run in process directly on the store (the server's overhead);
+//! - `Watch`: 100 subscribers, delivery latency from journal commit (p50/p99);
+//! - the query-server's peak RSS under that load;
+//! - the same shape of query against the simulated site's REST `_search` (the uncached baseline),
+//!   on a site of `BENCH_SIM_SCALE` entities (default 20,000; 0 skips it).
+//!
+//!     cargo build --release -p shotgun-cache-query-server --bins --examples
+//!     BENCH_ROWS=1000000 target/release/examples/grpc_bench
+//!
+//! Environment: `BENCH_ROWS`, `BENCH_DB` (default `.cache/bench/grpc-bench-<rows>.db`),
+//! `BENCH_SECS` (default 10), `BENCH_SIM_SCALE`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use serde_json::json;
+use shotgun_cache_core::filter::{LogicalOp, RawCondition, RawFilter, validate};
+use shotgun_cache_core::model::{DateTime, Entity, EntityRef, FieldSchema, SiteSchema, Value};
+use shotgun_cache_core::query::FindQuery;
+use shotgun_cache_core::store::sqlite::SqliteStore;
+use shotgun_cache_core::store::{
+    EntityWrite, FieldChange, Store, TypeLayout, TypePhase, TypeState, WriteBatch,
+};
+use shotgun_cache_proto::v1 as pb;
+use shotgun_cache_proto::v1::query_service_client::QueryServiceClient;
+use tonic::transport::Channel;
+
+const SEQUENCES: i64 = 1000;
+const PROJECTS: i64 = 10;
+const STATUSES: [&str; 4] = ["ip", "fin", "wtg", "omt"];
+
+fn env_u64(k: &str, d: u64) -> u64 {
+    std::env::var(k)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(d)
+}
+
+fn field(data_type: &str, valid_types: &[&str]) -> serde_json::Value {
+    json!({
+        "data_type": {"value": data_type, "editable": false},
+        "properties": {"valid_types": {"value": valid_types, "editable": false}}
+    })
+}
+
+fn schema() -> SiteSchema {
+    let s = json!({
+        "Project": {"id": field("number", &[]), "name": field("text", &[])},
+        "Sequence": {"id": field("number", &[]), "code": field("text", &[]), "project": field("entity", &["Project"])},
+        "Shot": {
+            "id": field("number", &[]),
+            "code": field("text", &[]),
+            "sg_status_list": field("status_list", &[]),
+            "sg_sequence": field("entity", &["Sequence"]),
+            "project": field("entity", &["Project"]),
+            "sg_cut_in": field("number", &[]),
+        },
+    });
+    SiteSchema::from_json(&s, None).expect("bench schema")
+}
+
+fn layouts(schema: &SiteSchema) -> Vec<TypeLayout> {
+    let l = |t: &str, fields: &[&str], indexed: &[&str]| TypeLayout {
+        entity_type: t.into(),
+        fields: fields
+            .iter()
+            .map(|f| schema.field(t, f).expect("bench field").clone())
+            .collect::<Vec<FieldSchema>>(),
+        indexed: indexed.iter().map(|s| s.to_string()).collect(),
+    };
+    vec![
+        l("Project", &["name"], &["name"]),
+        l("Sequence", &["code", "project"], &["code", "project"]),
+        l(
+            "Shot",
+            &[
+                "code",
+                "sg_status_list",
+                "sg_sequence",
+                "project",
+                "sg_cut_in",
+            ],
+            &["code", "sg_status_list", "sg_sequence"],
+        ),
+    ]
+}
+
+fn link(t: &str, id: i64, name: String) -> Value {
+    Value::Entity(EntityRef {
+        entity_type: t.into(),
+        id,
+        name: Some(name),
+    })
+}
+
+fn ent(t: &str, id: i64, display: String, fields: Vec<(&str, Value)>) -> EntityWrite {
+    let mut e = Entity::new(t, id);
+    e.display_name = Some(display);
+    e.fields = fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+    EntityWrite::Upsert {
+        entity: e,
+        floor: 0,
+        event_id: 0,
+    }
+}
+
+fn ready(t: &str, n: u64) -> TypeState {
+    TypeState {
+        entity_type: t.into(),
+        phase: TypePhase::Ready,
+        done: n,
+        total: n,
+        config_hash: "bench".into(),
+        ready_at: Some(DateTime::now()),
+    }
+}
+
+/// Fills the store unless it already holds `rows` shots.
+async fn ensure_data(store: &SqliteStore, rows: u64) -> anyhow::Result<()> {
+    if store
+        .get_state("bench_rows")
+        .await?
+        .and_then(|v| v.as_u64())
+        == Some(rows)
+    {
+        println!("reusing the bench store ({rows} shots)");
+        return Ok(());
+    }
+    let schema = schema();
+    store.prepare(&schema, &layouts(&schema)).await?;
+    let started = Instant::now();
+    let mut writes = Vec::new();
+    for p in 1..=PROJECTS {
+        writes.push(ent(
+            "Project",
+            p,
+            format!("P{p}"),
+            vec![("name", Value::Text(format!("P{p}")))],
+        ));
+    }
+    for s in 1..=SEQUENCES {
+        let p = (s % PROJECTS) + 1;
+        writes.push(ent(
+            "Sequence",
+            s,
+            format!("SEQ_{s:04}"),
+            vec![
+                ("code", Value::Text(format!("SEQ_{s:04}"))),
+                ("project", link("Project", p, format!("P{p}"))),
+            ],
+        ));
+    }
+    store
+        .commit(WriteBatch {
+            writes,
+            schema: Some(schema),
+            ..Default::default()
+        })
+        .await?;
+    let chunk = 10_000;
+    let mut i = 1i64;
+    while i <= rows as i64 {
+        let end = (i + chunk - 1).min(rows as i64);
+        let writes = (i..=end)
+            .map(|i| {
+                let s = (i % SEQUENCES) + 1;
+                let p = (s % PROJECTS) + 1;
+                ent(
+                    "Shot",
+                    i,
+                    format!("sh{i:07}"),
+                    vec![
+                        ("code", Value::Text(format!("sh{i:07}"))),
+                        (
+                            "sg_status_list",
+                            Value::Text(STATUSES[(i % 4) as usize].into()),
+                        ),
+                        ("sg_sequence", link("Sequence", s, format!("SEQ_{s:04}"))),
+                        ("project", link("Project", p, format!("P{p}"))),
+                        ("sg_cut_in", Value::Int(i % 5000)),
+                    ],
+                )
+            })
+            .collect();
+        store
+            .commit(WriteBatch {
+                writes,
+                ..Default::default()
+            })
+            .await?;
+        if (end / chunk) % 10 == 0 {
+            println!(
+                "  loaded {end} shots ({:.0} s)",
+                started.elapsed().as_secs_f64()
+            );
+        }
+        i = end + 1;
+    }
+    let mut state = std::collections::BTreeMap::new();
+    state.insert("bench_rows".to_owned(), json!(rows));
+    state.insert("cursor".to_owned(), json!({"head": 0}));
+    store
+        .commit(WriteBatch {
+            type_states: vec![
+                ready("Project", PROJECTS as u64),
+                ready("Sequence", SEQUENCES as u64),
+                ready("Shot", rows),
+            ],
+            state,
+            ..Default::default()
+        })
+        .await?;
+    store.analyze().await?;
+    println!(
+        "loaded {rows} shots in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn cond(path: &str, op: pb::Operator, v: pb::value::Kind) -> pb::Filter {
+    pb::Filter {
+        node: Some(pb::filter::Node::Condition(pb::Condition {
+            path: path.into(),
+            operator: op as i32,
+            values: vec![pb::Value { kind: Some(v) }],
+        })),
+    }
+}
+
+fn indexed_find(k: i64) -> pb::FindRequest {
+    pb::FindRequest {
+        entity_type: "Shot".into(),
+        filter: Some(cond(
+            "sg_sequence",
+            pb::Operator::Is,
+            pb::value::Kind::EntityValue(pb::EntityRef {
+                r#type: "Sequence".into(),
+                id: k,
+                name: None,
+            }),
+        )),
+        fields: vec!["code".into(), "sg_status_list".into(), "sg_cut_in".into()],
+        limit: 50,
+        ..Default::default()
+    }
+}
+
+fn deep_find(k: i64) -> pb::FindRequest {
+    pb::FindRequest {
+        entity_type: "Shot".into(),
+        filter: Some(cond(
+            "sg_sequence.Sequence.project.Project.name",
+            pb::Operator::Is,
+            pb::value::Kind::StringValue(format!("P{k}")),
+        )),
+        fields: vec!["code".into(), "sg_sequence.Sequence.code".into()],
+        limit: 50,
+        ..Default::default()
+    }
+}
+
+fn hist() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds")
+}
+
+fn report(name: &str, h: &Histogram<u64>) {
+    println!(
+        "{name:<58} n={:<6} p50={:>8.3} ms  p90={:>8.3} ms  p99={:>8.3} ms  max={:>8.3} ms",
+        h.len(),
+        h.value_at_quantile(0.5) as f64 / 1000.0,
+        h.value_at_quantile(0.9) as f64 / 1000.0,
+        h.value_at_quantile(0.99) as f64 / 1000.0,
+        h.max() as f64 / 1000.0,
+    );
+}
+
+async fn latency(
+    c: &mut QueryServiceClient<Channel>,
+    n: usize,
+    mk: impl Fn(i64) -> pb::FindRequest,
+) -> anyhow::Result<Histogram<u64>> {
+    let mut h = hist();
+    for i in 0..(n + n / 10) {
+        let req = mk((i as i64 * 7919) % SEQUENCES + 1);
+        let t = Instant::now();
+        let r = c.find(req).await?;
+        let us = t.elapsed().as_micros() as u64;
+        anyhow::ensure!(
+            !r.get_ref().records.is_empty(),
+            "the bench query returned no rows"
+        );
+        if i >= n / 10 {
+            h.record(us.max(1))?;
+        }
+    }
+    Ok(h)
+}
+
+fn rss_kb(pid: u32, key: &str) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+}
+
+async fn connect(url: &str) -> anyhow::Result<QueryServiceClient<Channel>> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(ch) = Channel::from_shared(url.to_owned())?.connect().await {
+            let mut c = QueryServiceClient::new(ch).max_decoding_message_size(64 << 20);
+            if c.count(pb::CountRequest {
+                entity_type: "Sequence".into(),
+                ..Default::default()
+            })
+            .await
+            .is_ok()
+            {
+                return Ok(c);
+            }
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the query-server did not answer within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn server_binary() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("shotgun-cache-query-server"))
+        .ok_or_else(|| anyhow::anyhow!("cannot locate the target directory"))?;
+    anyhow::ensure!(
+        bin.exists(),
+        "{} is missing: cargo build --release -p shotgun-cache-query-server --bins --examples",
+        bin.display()
+    );
+    Ok(bin)
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let rows = env_u64("BENCH_ROWS", 1_000_000);
+    let secs = env_u64("BENCH_SECS", 10);
+    let sim_scale = env_u64("BENCH_SIM_SCALE", 20_000);
+    let db = std::env::var("BENCH_DB")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(format!(".cache/bench/grpc-bench-{rows}.db")));
+    if let Some(dir) = db.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    println!(
+        "== query-server gRPC bench: {rows} shots in {} ==",
+        db.display()
+    );
+    let store = SqliteStore::open(&db)?;
+    ensure_data(&store, rows).await?;
+
+    // The real binary, as deployed.
+    let (grpc, admin, http) = (free_port()?, free_port()?, free_port()?);
+    let cfg = db.with_extension("toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[site]\nurl = \"http://127.0.0.1:1\"\nscript_name = \"bench\"\n[store]\nsqlite_path = {:?}\n[query_server]\n\
+             grpc_listen = \"127.0.0.1:{grpc}\"\nadmin_listen = \"127.0.0.1:{admin}\"\nhttp_listen = \"127.0.0.1:{http}\"\ndrain_secs = 0\n",
+            db.display().to_string()
+        ),
+    )?;
+    let mut child = std::process::Command::new(server_binary()?)
+        .arg("--config")
+        .arg(&cfg)
+        .env("RUST_LOG", "warn")
+        .env("SHOTGUN_CACHE_LOG_FORMAT", "json")
+        .stdout(std::process::Stdio::null())
+        .spawn()?;
+    let pid = child.id();
+    let url = format!("http://127.0.0.1:{grpc}");
+    let result = bench(&url, pid, &store, secs, sim_scale).await;
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let _ = child.wait();
+    result
+}
+
+async fn bench(
+    url: &str,
+    pid: u32,
+    store: &SqliteStore,
+    secs: u64,
+    sim_scale: u64,
+) -> anyhow::Result<()> {
+    let mut c = connect(url).await?;
+    println!(
+        "query-server pid {pid}, RSS at start {} kB",
+        rss_kb(pid, "VmRSS:").unwrap_or(0)
+    );
+
+    let h = latency(&mut c, 3000, indexed_find).await?;
+    report("indexed Find, 50 rows, 1 client (gRPC)", &h);
+    let h = latency(&mut c, 1000, |k| deep_find(k % PROJECTS + 1)).await?;
+    report("two-hop deep-link Find, 50 rows, 1 client (gRPC)", &h);
+
+    // The same indexed query in process, directly on the store.
+    let schema = store
+        .schema()
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no schema"))?;
+    let mut h = hist();
+    for i in 0..3300i64 {
+        let k = (i * 7919) % SEQUENCES + 1;
+        let raw = RawFilter::Group {
+            op: LogicalOp::And,
+            children: vec![RawFilter::Condition(RawCondition {
+                path: "sg_sequence".into(),
+                relation: "is".into(),
+                values: vec![json!({"type": "Sequence", "id": k})],
+            })],
+        };
+        let t = Instant::now();
+        let q = FindQuery {
+            entity_type: "Shot".into(),
+            filter: validate(&schema, "Shot", &raw)?,
+            fields: ["code", "sg_status_list", "sg_cut_in"]
+                .iter()
+                .map(|f| shotgun_cache_core::filter::validate_path(&schema, "Shot", f))
+                .collect::<Result<_, _>>()?,
+            sorts: Vec::new(),
+            offset: 0,
+            limit: Some(50),
+            retired_only: false,
+        };
+        let rows = store.find(&q).await?;
+        let us = t.elapsed().as_micros() as u64;
+        anyhow::ensure!(
+            rows.len() == 50,
+            "in-process query returned {} rows",
+            rows.len()
+        );
+        if i >= 300 {
+            h.record(us.max(1))?;
+        }
+    }
+    report(
+        "indexed Find, 50 rows, in process on the store (no gRPC)",
+        &h,
+    );
+
+    // Throughput: 32 concurrent clients, each on its own connection.
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut tasks = Vec::new();
+    for w in 0..32i64 {
+        let url = url.to_owned();
+        tasks.push(tokio::spawn(async move {
+            let mut c = connect(&url).await?;
+            let mut n = 0u64;
+            let mut k = w;
+            while Instant::now() < deadline {
+                k = (k * 31 + 17) % SEQUENCES + 1;
+                c.find(indexed_find(k)).await?;
+                n += 1;
+            }
+            anyhow::Ok(n)
+        }));
+    }
+    let started = Instant::now();
+    let mut peak_rss = 0;
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        peak_rss = peak_rss.max(rss_kb(pid, "VmRSS:").unwrap_or(0));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await??;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    println!(
+        "{:<58} {:.0} Find/s ({total} in {elapsed:.1} s; client and server share the machine's cores)",
+        "indexed Find, 32 concurrent clients (gRPC)",
+        total as f64 / elapsed
+    );
+
+    // Watch: 100 subscribers; latency from the writer's commit to delivery.
+    let subscribers = 100;
+    let changes = 300u64;
+    let commit_times: Arc<std::sync::Mutex<std::collections::HashMap<u64, Instant>>> =
+        Arc::default();
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::channel::<Vec<(u64, Instant)>>(subscribers);
+    let mut ready_count = 0;
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(subscribers);
+    for _ in 0..subscribers {
+        let url = url.to_owned();
+        let done_tx = done_tx.clone();
+        let ready_tx = ready_tx.clone();
+        tokio::spawn(async move {
+            let mut c = connect(&url).await?;
+            let mut s = c
+                .watch(pb::WatchRequest {
+                    entity_types: vec!["Shot".into()],
+                    start: Some(pb::watch_request::Start::FromNow(true)),
+                    fields: vec!["sg_cut_in".into()],
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            let _ = ready_tx.send(()).await;
+            let mut got = Vec::new();
+            while (got.len() as u64) < changes {
+                match tokio::time::timeout(Duration::from_secs(30), s.message()).await {
+                    Ok(Ok(Some(ev))) => {
+                        if let Some(pb::watch_event::Kind::Change(ch)) = ev.kind {
+                            got.push((ch.seq, Instant::now()));
+                        }
+                    }
+                    _ => break,
+                }
+            }
+            let _ = done_tx.send(got).await;
+            anyhow::Ok(())
+        });
+    }
+    drop(done_tx);
+    while ready_count < subscribers {
+        ready_rx
+            .recv()
+            .await
+            .ok_or_else(|| anyhow::anyhow!("a subscriber failed to start"))?;
+        ready_count += 1;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut peak_watch_rss = 0;
+    // Event ids above every earlier run's, so each patch passes the per-field version guard.
+    let run_base = DateTime::now().0 * 1000;
+    for k in 0..changes {
+        let id = (k as i64 * 104_729) % 1000 + 1;
+        let r = store
+            .commit(WriteBatch {
+                writes: vec![EntityWrite::Patch {
+                    entity_type: "Shot".into(),
+                    id,
+                    event_id: run_base + k as i64,
+                    changes: vec![FieldChange::Set(
+                        "sg_cut_in".into(),
+                        Value::Int(k as i64 + 7_000_000),
+                    )],
+                }],
+                journal: true,
+                ..Default::default()
+            })
+            .await?;
+        let at = Instant::now();
+        if let Some(e) = r.journal.first() {
+            commit_times
+                .lock()
+                .map_err(|_| anyhow::anyhow!("poisoned"))?
+                .insert(e.seq, at);
+        }
+        if k % 50 == 0 {
+            peak_watch_rss = peak_watch_rss.max(rss_kb(pid, "VmRSS:").unwrap_or(0));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut h = hist();
+    let mut complete = 0;
+    while let Some(got) = done_rx.recv().await {
+        if got.len() as u64 == changes {
+            complete += 1;
+        }
+        let times = commit_times
+            .lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?;
+        for (seq, at) in got {
+            if let Some(c) = times.get(&seq) {
+                h.record((at.saturating_duration_since(*c).as_micros() as u64).max(1))?;
+            }
+        }
+    }
+    report(
+        &format!(
+            "Watch delivery from commit, {subscribers} subscribers ({complete} got all {changes})"
+        ),
+        &h,
+    );
+    println!(
+        "query-server RSS: peak during Find load {} kB, during Watch {} kB, high-water mark {} kB",
+        peak_rss,
+        peak_watch_rss,
+        rss_kb(pid, "VmHWM:").unwrap_or(0)
+    );
+
+    if sim_scale > 0 {
+        simulated_site_baseline(sim_scale).await?;
+    }
+    Ok(())
+}
+
+/// The uncached baseline: the same shape of query (a link filter, 50 rows) against the simulated
+/// site's REST `_search`.
+async fn simulated_site_baseline(scale: u64) -> anyhow::Result<()> {
+    let sim = shotgun_sim::Simulator::start(shotgun_sim::SimConfig {
+        scale,
+        ..Default::default()
+    })
+    .await?;
+    let (script, key) = sim.credentials();
+    let http = reqwest::Client::new();
+    let base = sim.base_url();
+    let token: serde_json::Value = http
+        .post(format!("{base}/api/v1/auth/access_token"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", &script),
+            ("client_secret", &key),
+        ])
+        .send()
+        .await?
+        .json()
+        .await?;
+    let token = token["access_token"]
+        .as_str()
+        .ok_or_else(|| anyhow::anyhow!("no access token: {token}"))?
+        .to_owned();
+    // Pick sequences that exist on the simulated site.
+    let seqs: serde_json::Value = http
+        .post(format!("{base}/api/v1/entity/sequences/_search"))
+        .bearer_auth(&token)
+        .header("Content-Type", "application/vnd+shotgun.api3_array+json")
+        .json(&json!({"filters": [], "fields": ["id"], "page": {"size": 100, "number": 1}}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let ids: Vec<i64> = seqs["data"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|r| r["id"].as_i64()).collect())
+        .unwrap_or_default();
+    anyhow::ensure!(
+        !ids.is_empty(),
+        "the simulated site has no sequences: {seqs}"
+    );
+    let mut h = hist();
+    for i in 0..330usize {
+        let id = ids[i % ids.len()];
+        let t = Instant::now();
+        let r = http
+            .post(format!("{base}/api/v1/entity/shots/_search"))
+            .bearer_auth(&token)
+            .header("Content-Type", "application/vnd+shotgun.api3_array+json")
+            .json(&json!({
+                "filters": [["sg_sequence", "is", {"type": "Sequence", "id": id}]],
+                "fields": ["code", "sg_status_list", "sg_cut_in"],
+                "page": {"size": 50, "number": 1}
+            }))
+            .send()
+            .await?;
+        anyhow::ensure!(
+            r.status().is_success(),
+            "simulated _search failed: {}",
+            r.status()
+        );
+        let _body = r.bytes().await?;
+        if i >= 30 {
+            h.record((t.elapsed().as_micros() as u64).max(1))?;
+        }
+    }
+    report(
+        &format!("uncached: simulated site REST _search ({scale} entities)"),
+        &h,
+    );
+    sim.shutdown().await;
+    Ok(())
+}
