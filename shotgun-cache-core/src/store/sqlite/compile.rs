@@ -791,7 +791,7 @@ impl<'a> Compiler<'a> {
                 let live = format!("({ft} IS NOT NULL AND NOT {dropped})");
                 let name = self.live_name(&valid, &ft, &fid, &fname);
                 vec![
-                    format!("(CASE WHEN {live} THEN 1 ELSE 0 END)"),
+                    format!("(CASE WHEN {live} THEN 1 END)"),
                     format!("(CASE WHEN {live} THEN sg_lower({name}) END)"),
                     format!("(CASE WHEN {live} THEN {ft} END)"),
                     format!("(CASE WHEN {live} THEN {fid} END)"),
