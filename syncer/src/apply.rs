@@ -160,7 +160,10 @@ pub fn translate(
             let mut changes = changes;
             // `updated_at`/`updated_by` move on every direct update without events of their own
             // (protocol §4): take them from the event (not from the reverse side of a link).
-            if meta.get("actual_attribute_changed").is_none() && meta.get("in_create").is_none() {
+            // Thumbnail uploads (image fields) are not updates of the row and do not move them.
+            let direct =
+                meta.get("actual_attribute_changed").is_none() && meta.get("in_create").is_none();
+            if direct && fs.data_type != DataType::Image {
                 if plan.caches("updated_at") && ev.created_at > 0 {
                     changes.push(FieldChange::Set(
                         "updated_at".into(),

@@ -41,6 +41,16 @@ pub struct Cursor {
     pub expired_gaps: u64,
 }
 
+/// A gap expires after `timeout` on the syncer's clock, or once the site's clock (`created_at`,
+/// one-second resolution, hence the extra second) has moved `timeout` past the event above it.
+fn gap_expired(g: &Gap, head_created: i64, now_ms: i64, timeout_ms: i64) -> bool {
+    let waited = now_ms.saturating_sub(g.first_seen_ms) >= timeout_ms;
+    let site_moved = head_created > 0
+        && g.above_created_at > 0
+        && head_created - g.above_created_at >= timeout_ms / 1000 + 1;
+    waited || site_moved
+}
+
 /// What [`Cursor::observe`] decided about an event id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Seen {
@@ -89,16 +99,10 @@ impl Cursor {
     /// Expires gaps older than `timeout_ms` and advances the low-water mark. Returns how many
     /// gaps expired.
     pub fn advance(&mut self, now_ms: i64, timeout_ms: i64) -> usize {
-        let timeout_secs = timeout_ms / 1000;
         let before = self.gaps.len();
         let head_created = self.head_created_at;
-        self.gaps.retain(|_, g| {
-            let waited = now_ms.saturating_sub(g.first_seen_ms) >= timeout_ms;
-            let site_moved = head_created > 0
-                && g.above_created_at > 0
-                && head_created - g.above_created_at >= timeout_secs;
-            !(waited || site_moved)
-        });
+        self.gaps
+            .retain(|_, g| !gap_expired(g, head_created, now_ms, timeout_ms));
         let expired = before - self.gaps.len();
         self.expired_gaps += expired as u64;
         self.low_water = match self.gaps.keys().next() {
@@ -106,6 +110,14 @@ impl Cursor {
             None => self.head,
         };
         expired
+    }
+
+    /// Whether some gap would expire at `now_ms` (the follower asks for the gaps one last time
+    /// before giving up on them).
+    pub fn expiring(&self, now_ms: i64, timeout_ms: i64) -> bool {
+        self.gaps
+            .values()
+            .any(|g| gap_expired(g, self.head_created_at, now_ms, timeout_ms))
     }
 
     /// The open gaps, oldest first, at most `limit`.
@@ -169,9 +181,9 @@ mod tests {
     fn gaps_expire_when_the_site_clock_moves_past_them() {
         let mut c = Cursor::starting_at(0);
         c.observe(2, 1_000, 0);
-        c.observe(3, 1_200, 0);
+        c.observe(3, 1_300, 0);
         assert_eq!(c.advance(0, 300_000), 0);
-        c.observe(4, 1_300, 0);
+        c.observe(4, 1_301, 0);
         assert_eq!(c.advance(0, 300_000), 1);
         assert_eq!(c.low_water, 4);
     }

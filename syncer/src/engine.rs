@@ -701,6 +701,8 @@ impl Engine {
         let mut cursor = self.cursor.lock().await.clone();
         let page = self.page_size();
         let mut events = self.site.events_after(cursor.head, page).await?;
+        let timeout_ms = (self.config.syncer.gap_timeout_secs * 1000) as i64;
+        let query_gaps = query_gaps || cursor.expiring(now_ms(), timeout_ms);
         if query_gaps && !cursor.gaps.is_empty() {
             let gaps = cursor.gap_ids(500);
             events.extend(self.site.events_in(&gaps).await?);
@@ -724,6 +726,9 @@ impl Engine {
         let mut applied = 0u64;
         let mut newest_created = 0;
         for ev in &events {
+            // An event that fills a gap arrived after later ones; deltas (multi_entity added/
+            // removed) and re-reads do not commute with it, so its entity is re-read as well.
+            let late = ev.id < cursor.head;
             if cursor.observe(ev.id, ev.created_at, now) == Seen::Duplicate {
                 continue;
             }
@@ -745,7 +750,18 @@ impl Engine {
                                     .or_insert(0);
                                 *e = (*e).max(ev.id);
                             }
-                            Action::Write(w) => writes.push(w),
+                            Action::Write(w) => {
+                                if late {
+                                    let (t, id) = write_target(&w);
+                                    let e = rereads
+                                        .entry(t.to_owned())
+                                        .or_default()
+                                        .entry(id)
+                                        .or_insert(0);
+                                    *e = (*e).max(ev.id);
+                                }
+                                writes.push(w);
+                            }
                             Action::RereadLinkers { entity_type, id } => {
                                 linkers.push((entity_type, id, ev.id));
                             }
@@ -768,7 +784,12 @@ impl Engine {
             let known = self.known.lock().await;
             writes.retain(|w| {
                 let (t, id) = write_target(w);
-                if known.contains(t, id) || rereads.get(t).is_some_and(|m| m.contains_key(&id)) {
+                if rereads.get(t).is_some_and(|m| m.contains_key(&id)) {
+                    // The re-read (committed after the patches) reflects this event; a patch on a
+                    // row that does not exist yet would only report `Missing`.
+                    return known.contains(t, id);
+                }
+                if known.contains(t, id) {
                     return true;
                 }
                 let Some(p) = plans.get(t) else { return false };
@@ -808,12 +829,13 @@ impl Engine {
                 }
             }
         }
-        let mut all = Vec::new();
+        // Patches first, in event order; then the re-reads, which read the site after every event
+        // of this batch was visible and so carry the newest state.
+        let mut all = writes;
         for (t, ids) in &rereads {
             let Some(p) = plans.get(t) else { continue };
             all.extend(self.reread_writes(p, ids, floor).await?);
         }
-        all.extend(writes);
 
         let mut new_schema = None;
         if schema_refresh {
@@ -855,6 +877,9 @@ impl Engine {
         for (w, o) in all.iter().zip(&result.outcomes) {
             if *o == WriteOutcome::Missing {
                 let (t, id) = write_target(w);
+                if rereads.get(t).is_some_and(|m| m.contains_key(&id)) {
+                    continue;
+                }
                 if plans.get(t).is_some_and(|p| p.filter.is_none()) {
                     missing
                         .entry(t.to_owned())
@@ -936,6 +961,7 @@ impl Engine {
     /// retired, upserted with the low-water floor.
     pub async fn scan_type(&self, plan: &TypePlan, since: i64) -> Result<u64, EngineError> {
         let schema = self.schema.read().await.clone();
+        let plans = self.plans.read().await.clone();
         let floor = self.cursor.lock().await.low_water;
         let mut writes = Vec::new();
         for ro in [ReturnOnly::Active, ReturnOnly::Retired] {
@@ -956,6 +982,29 @@ impl Engine {
                 floor,
                 event_id: 0,
             }));
+        }
+        // A link changed without events also changed the other side of the link, whose own
+        // `updated_at` did not move: re-read the targets that were added or removed.
+        let mut others: BTreeMap<String, BTreeMap<i64, i64>> = BTreeMap::new();
+        for w in &writes {
+            let EntityWrite::Upsert { entity, .. } = w else {
+                continue;
+            };
+            let old = self.store.get(&entity.entity_type, entity.id).await?;
+            for f in plan.layout.fields.iter().filter(|f| f.data_type.is_link()) {
+                let new_links = link_targets(entity.fields.get(&f.name));
+                let old_links = link_targets(old.as_ref().and_then(|o| o.fields.get(&f.name)));
+                for (t, id) in new_links.symmetric_difference(&old_links) {
+                    if plans.contains_key(t) {
+                        others.entry(t.clone()).or_default().insert(*id, 0);
+                    }
+                }
+            }
+        }
+        for (t, ids) in &others {
+            if let Some(p) = plans.get(t) {
+                writes.extend(self.reread_writes(p, ids, floor).await?);
+            }
         }
         let mut repaired = 0;
         for chunk in writes.chunks(1000) {
@@ -1069,6 +1118,16 @@ impl Engine {
 
 fn plans_keys(p: &BTreeMap<String, TypePlan>) -> Vec<String> {
     p.keys().cloned().collect()
+}
+
+/// The (type, id) targets of a link value.
+fn link_targets(v: Option<&shotgun_cache_core::model::Value>) -> BTreeSet<(String, i64)> {
+    use shotgun_cache_core::model::Value;
+    match v {
+        Some(Value::Entity(r)) => BTreeSet::from([(r.entity_type.clone(), r.id)]),
+        Some(Value::MultiEntity(l)) => l.iter().map(|r| (r.entity_type.clone(), r.id)).collect(),
+        _ => BTreeSet::new(),
+    }
 }
 
 /// The (type, id) a write targets.

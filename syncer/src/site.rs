@@ -818,6 +818,11 @@ pub fn parse_record(
         };
         let value = match raw {
             None | Some(Json::Null) => Value::empty_for(fs.data_type),
+            // REST renders image fields as signed, expiring URLs; the cache keeps the attachment
+            // id (what events carry), taken from the URL's `/files/<id>/` segment when present.
+            Some(Json::String(url)) if fs.data_type == DataType::Image => {
+                attachment_id(url).map(Value::Int).unwrap_or(Value::Null)
+            }
             Some(v) => Value::from_json(fs.data_type, v).map_err(|err| SiteError::Shape {
                 what: what.clone(),
                 reason: format!(
@@ -842,6 +847,12 @@ pub fn parse_record(
                 .map(str::to_owned)
         });
     Ok(e)
+}
+
+/// The attachment id in an image URL (`.../files/<id>/...`), if any.
+pub fn attachment_id(url: &str) -> Option<i64> {
+    let rest = url.split("/files/").nth(1)?;
+    rest.split(['/', '?']).next()?.parse().ok()
 }
 
 /// Parses one EventLogEntry record.
