@@ -20,7 +20,11 @@ use shotgun_cache_query_server::{Listeners, run_with};
 use support::{Fixture, SHOTS, config, fast_options};
 
 fn cut_in(id: i64, event: i64) -> shotgun_cache_core::store::EntityWrite {
-    Fixture::patch(id, event, vec![FieldChange::Set("sg_cut_in".into(), Value::Int(event))])
+    Fixture::patch(
+        id,
+        event,
+        vec![FieldChange::Set("sg_cut_in".into(), Value::Int(event))],
+    )
 }
 
 #[tokio::main]
