@@ -291,6 +291,9 @@ pub async fn run_with(
     match (qs.tls_cert_file.is_empty(), qs.tls_key_file.is_empty()) {
         (true, true) => {}
         (false, false) => {
+            // Select rustls's ring provider explicitly: with several providers compiled in (as in
+            // a workspace build), rustls cannot pick one and would panic on the first handshake.
+            let _ = rustls::crypto::ring::default_provider().install_default();
             let cert = std::fs::read(&qs.tls_cert_file)
                 .with_context(|| format!("read query_server.tls_cert_file {}", qs.tls_cert_file))?;
             let key = std::fs::read(&qs.tls_key_file)

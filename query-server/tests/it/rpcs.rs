@@ -870,3 +870,125 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     s.read_to_string(&mut out).await.expect("read");
     out
 }
+
+/// Graceful shutdown: health turns NOT_SERVING at once, calls are still answered while draining,
+/// then the server stops.
+#[tokio::test]
+async fn graceful_shutdown_drains_as_not_serving() {
+    let fx = Fixture::new().await;
+    let cfg = config(&fx.path, "", &[]);
+    let mut cfg2 = cfg.clone();
+    cfg2.query_server.drain_secs = 2;
+    let mut srv = Server::start_with(&fx, cfg2, fast_options()).await;
+    let serving = tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
+    let not_serving = tonic_health::pb::health_check_response::ServingStatus::NotServing as i32;
+    assert_eq!(srv.health().await, serving);
+    let mut c = srv.client().await;
+    srv.signal_stop();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(srv.health().await, not_serving);
+    let n = c
+        .count(pb::CountRequest {
+            entity_type: "Shot".into(),
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(
+        n.expect("served while draining").into_inner().count as i64,
+        SHOTS
+    );
+    let t = std::time::Instant::now();
+    srv.stop().await;
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "stopped soon after the drain"
+    );
+    let _ = cfg;
+}
+
+/// TLS from a cert and key file: a TLS client with the CA gets answers; a plaintext one does not.
+#[tokio::test]
+async fn tls_from_cert_and_key_files() {
+    let fx = Fixture::new().await;
+    let dir = fx.dir.path();
+    let (cert, key, ca) = (
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+        dir.join("ca.pem"),
+    );
+    // A test CA and a server certificate it signs (webpki refuses a CA used as the end entity).
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
+         keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("write ext.cnf");
+    let script = "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=test-ca -keyout ca.key -out ca.pem \
+                  && openssl req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout key.pem -out leaf.csr \
+                  && openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 \
+                     -extfile ext.cnf -out cert.pem";
+    let st = std::process::Command::new("sh")
+        .args(["-c", script])
+        .current_dir(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("run openssl to make test certificates");
+    assert!(st.success(), "openssl failed");
+    let extra = format!(
+        "tls_cert_file = {:?}\ntls_key_file = {:?}\n",
+        cert.display().to_string(),
+        key.display().to_string()
+    );
+    // `extra` lands inside the [query_server] table of the test config.
+    let srv = Server::start_unchecked(&fx, config(&fx.path, &extra, &[]), fast_options()).await;
+    let pem = std::fs::read(&ca).expect("ca cert");
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(pem))
+        .domain_name("localhost");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let count = loop {
+        let ch = tonic::transport::Channel::from_shared(format!("https://{}", srv.grpc))
+            .expect("url")
+            .tls_config(tls.clone())
+            .expect("tls config");
+        if let Ok(ch) = ch.connect().await {
+            let mut c = pb::query_service_client::QueryServiceClient::new(ch);
+            match c
+                .count(pb::CountRequest {
+                    entity_type: "Shot".into(),
+                    ..Default::default()
+                })
+                .await
+            {
+                Ok(r) => break r.into_inner().count,
+                Err(e)
+                    if e.code() == Code::Unavailable && tokio::time::Instant::now() < deadline => {}
+                Err(e) => panic!("TLS count failed: {e}"),
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no TLS answer within 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(count as i64, SHOTS);
+    let mut plain = pb::query_service_client::QueryServiceClient::new(
+        tonic::transport::Channel::from_shared(srv.url())
+            .expect("url")
+            .connect_lazy(),
+    );
+    let err = tokio::time::timeout(
+        Duration::from_secs(10),
+        plain.count(pb::CountRequest {
+            entity_type: "Shot".into(),
+            ..Default::default()
+        }),
+    )
+    .await
+    .expect("a plaintext call fails quickly")
+    .expect_err("plaintext is refused");
+    assert_ne!(err.code(), Code::Ok);
+    srv.stop().await;
+}

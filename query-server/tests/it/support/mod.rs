@@ -357,6 +357,13 @@ impl Server {
     }
 
     pub async fn start_with(fx: &Fixture, config: Config, opts: ServerOptions) -> Server {
+        let s = Self::start_unchecked(fx, config, opts).await;
+        s.wait_serving().await;
+        s
+    }
+
+    /// Starts without waiting for SERVING (for TLS servers, which the plain health probe cannot reach).
+    pub async fn start_unchecked(fx: &Fixture, config: Config, opts: ServerOptions) -> Server {
         let listeners = Listeners::bind_local().await.expect("bind");
         let (grpc, admin, http) = listeners.addrs().expect("addrs");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -370,15 +377,33 @@ impl Server {
             },
             opts,
         ));
-        let s = Server {
+        Server {
             grpc,
             admin,
             http,
             stop: Some(tx),
             task: Some(task),
-        };
-        s.wait_serving().await;
-        s
+        }
+    }
+
+    /// Sends the shutdown signal without waiting for the server to stop.
+    pub fn signal_stop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    /// The health status of the QueryService.
+    pub async fn health(&self) -> i32 {
+        let ch = self.channel().await;
+        let mut h = tonic_health::pb::health_client::HealthClient::new(ch);
+        h.check(tonic_health::pb::HealthCheckRequest {
+            service: shotgun_cache_query_server::SERVICE_NAME.into(),
+        })
+        .await
+        .expect("health check")
+        .into_inner()
+        .status
     }
 
     pub fn url(&self) -> String {
