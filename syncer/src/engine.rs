@@ -698,7 +698,7 @@ impl Engine {
     /// One poll of the event log: read new events and the open gaps, apply them, commit with the
     /// cursor. Returns how many events were read (a full page means "poll again at once").
     pub async fn poll_once(&self, query_gaps: bool) -> Result<usize, EngineError> {
-        let mut cursor = self.cursor.lock().await.clone();
+        let cursor = self.cursor.lock().await.clone();
         let page = self.page_size();
         let mut events = self.site.events_after(cursor.head, page).await?;
         let timeout_ms = (self.config.syncer.gap_timeout_secs * 1000) as i64;
@@ -710,6 +710,68 @@ impl Engine {
         events.sort_by_key(|e| e.id);
         events.dedup_by_key(|e| e.id);
         let n_read = events.len();
+        self.apply_events(cursor, events).await?;
+        Ok(n_read)
+    }
+
+    /// The fallback when a batch keeps failing in the store: the next events are applied one per
+    /// commit, and an event whose commit fails is set aside (recorded in `state["set_aside"]`,
+    /// counted) and passed, so one poison event cannot stop the follower.
+    pub async fn poll_isolated(&self) -> Result<usize, EngineError> {
+        let mut cursor = self.cursor.lock().await.clone();
+        if !cursor.dirty.is_empty() {
+            tracing::error!(entities = ?cursor.dirty, "re-reads that keep failing are set aside");
+            self.status
+                .set_aside
+                .fetch_add(cursor.dirty.len() as u64, Ordering::Relaxed);
+            cursor.dirty.clear();
+        }
+        let events = self
+            .site
+            .events_after(cursor.head, self.page_size().min(50))
+            .await?;
+        let n = events.len();
+        for ev in events {
+            match self.apply_events(cursor.clone(), vec![ev.clone()]).await {
+                Ok(()) => cursor = self.cursor.lock().await.clone(),
+                Err(EngineError::Store(e)) => {
+                    self.status.set_aside.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(event_id = ev.id, event_type = %ev.event_type, error = %e, "event set aside: the store refuses it");
+                    cursor.observe(ev.id, ev.created_at, now_ms());
+                    cursor.advance(
+                        now_ms(),
+                        (self.config.syncer.gap_timeout_secs * 1000) as i64,
+                    );
+                    let mut aside = self
+                        .store
+                        .get_state("set_aside")
+                        .await?
+                        .and_then(|v| v.as_array().cloned())
+                        .unwrap_or_default();
+                    aside.push(serde_json::json!({"event_id": ev.id, "event_type": ev.event_type, "error": e.to_string()}));
+                    let keep = aside.len().saturating_sub(1000);
+                    let mut b = WriteBatch::default();
+                    b.state.insert(
+                        "set_aside".into(),
+                        serde_json::Value::Array(aside.split_off(keep)),
+                    );
+                    b.state.insert("cursor".into(), cursor.to_json());
+                    self.commit_retrying(b).await?;
+                    *self.cursor.lock().await = cursor.clone();
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        Ok(n)
+    }
+
+    /// Applies a batch of events (any order; duplicates are skipped by the cursor) and commits the
+    /// writes, their journal entries and the advanced cursor together.
+    async fn apply_events(
+        &self,
+        mut cursor: Cursor,
+        events: Vec<crate::site::Event>,
+    ) -> Result<(), EngineError> {
         let now = now_ms();
         let plans = self.plans.read().await.clone();
         let schema = self.schema.read().await.clone();
@@ -925,7 +987,7 @@ impl Engine {
         if let Some(s) = new_schema {
             self.apply_schema_change(s).await;
         }
-        Ok(n_read)
+        Ok(())
     }
 
     /// A new site schema: re-resolve the plans; every type whose fields or filter resolve

@@ -319,6 +319,22 @@ async fn follow(engine: Arc<Engine>) -> anyhow::Result<()> {
                 errors = 0;
                 n >= cfg.page_size as usize
             }
+            Err(EngineError::Store(e)) if errors >= 3 => {
+                tracing::warn!(error = %e, "the store keeps refusing a batch; applying events one by one");
+                match engine.poll_isolated().await {
+                    Ok(_) => {
+                        errors = 0;
+                        false
+                    }
+                    Err(e) => {
+                        errors += 1;
+                        engine.status.poll_errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(error = %e, "isolated poll failed; retrying with backoff");
+                        tokio::time::sleep(backoff(errors)).await;
+                        continue;
+                    }
+                }
+            }
             Err(e) => {
                 errors += 1;
                 engine.status.poll_errors.fetch_add(1, Ordering::Relaxed);

@@ -780,6 +780,9 @@ fn error_title(body: &str, status: u16) -> String {
     s
 }
 
+/// Values from the site that did not fit their field's data type (cached as empty), since start.
+pub static BAD_VALUES: AtomicU64 = AtomicU64::new(0);
+
 /// Parses one REST record into an entity with the requested fields (unset fields get their
 /// empty value). `retired` is what the query asked for (`return_only`).
 pub fn parse_record(
@@ -823,13 +826,23 @@ pub fn parse_record(
             Some(Json::String(url)) if fs.data_type == DataType::Image => {
                 attachment_id(url).map(Value::Int).unwrap_or(Value::Null)
             }
-            Some(v) => Value::from_json(fs.data_type, v).map_err(|err| SiteError::Shape {
-                what: what.clone(),
-                reason: format!(
-                    "field {entity_type}.{f} ({}) of id {id}: {err}",
-                    fs.data_type.as_str()
-                ),
-            })?,
+            // A value that does not fit its field's data type must not stop the import or the
+            // follower: the field reads empty, and the problem is logged and counted.
+            Some(v) => match Value::from_json(fs.data_type, v) {
+                Ok(v) => v,
+                Err(err) => {
+                    BAD_VALUES.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        entity_type,
+                        id,
+                        field = %f,
+                        data_type = fs.data_type.as_str(),
+                        error = %err,
+                        "a value from the site does not fit its field; cached as empty"
+                    );
+                    Value::empty_for(fs.data_type)
+                }
+            },
         };
         e.fields.insert(f.clone(), value);
     }
