@@ -91,6 +91,11 @@ impl GrpcQueryService {
         match result {
             Ok(v) => {
                 record(method, started, tonic::Code::Ok);
+                tracing::debug!(
+                    method,
+                    elapsed_us = started.elapsed().as_micros() as u64,
+                    "answered"
+                );
                 Ok(Response::new(v))
             }
             Err(e) => {

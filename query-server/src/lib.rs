@@ -282,7 +282,8 @@ pub async fn run_with(
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .tcp_keepalive(Some(Duration::from_secs(60)))
-        .tcp_nodelay(true);
+        .tcp_nodelay(true)
+        .trace_fn(|req| tracing::info_span!("grpc", method = %req.uri().path()));
     if qs.max_connection_age_secs > 0 {
         builder = builder
             .max_connection_age(Duration::from_secs(qs.max_connection_age_secs))
