@@ -73,7 +73,7 @@ impl Listeners {
 }
 
 /// Opens the configured store backend (the one place that selects it).
-pub fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     match config.store.backend {
         Backend::Sqlite => {
             let s = shotgun_cache_core::store::sqlite::SqliteStore::open(Path::new(
@@ -82,9 +82,17 @@ pub fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
             .with_context(|| format!("open store.sqlite_path = {}", config.store.sqlite_path))?;
             Ok(Arc::new(s))
         }
-        Backend::Rethinkdb => anyhow::bail!(
-            "store.backend = \"rethinkdb\": the RethinkDB backend is not available in this build of the syncer yet"
-        ),
+        Backend::Rethinkdb => {
+            let s = shotgun_cache_core::store::rethinkdb::RethinkStore::connect(&config.store)
+                .await
+                .with_context(|| {
+                    format!(
+                        "connect to store.rethinkdb_address = {} (database {})",
+                        config.store.rethinkdb_address, config.store.rethinkdb_database
+                    )
+                })?;
+            Ok(Arc::new(s))
+        }
     }
 }
 
@@ -120,7 +128,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let key = config.require_script_key()?.to_owned();
-    let store = open_store(&config)?;
+    let store = open_store(&config).await?;
     let site = Site::new(SiteOptions::new(
         &config.site.url,
         &config.site.script_name,
