@@ -305,3 +305,18 @@ def test_unknown_credentials_are_refused(cache):
     with pytest.raises(shotgun_api3.AuthenticationFault) as e:
         bad.find("Shot", [], ["code"])
     assert "Can't authenticate script" in str(e.value)
+
+
+def test_include_archived_projects_false(cache, site, answered_by):
+    # Archive one project (through the cache: forwarded, then visible at once), and compare.
+    project = site.find_one("Project", [], ["name", "archived"], order=[{"field_name": "id", "direction": "asc"}])
+    cache.update("Project", project["id"], {"archived": True})
+    try:
+        expected = site.find("Shot", [], ["code", "project"], include_archived_projects=False)
+        got, delta = answered_by(cache.find, "Shot", [], ["code", "project"], include_archived_projects=False)
+        assert got == expected
+        assert cached(delta), delta
+        assert all(r["project"] is None or r["project"]["id"] != project["id"] for r in got)
+        assert len(got) < len(cache.find("Shot", [], ["code"]))
+    finally:
+        cache.update("Project", project["id"], {"archived": project["archived"]})

@@ -83,8 +83,13 @@ pub fn router(state: AppState) -> Router {
 pub fn router_for(api: Api3) -> Router {
     Router::new()
         .route("/api3/json", post(handle))
+        // Batches and large creates are forwarded whole; axum's default 2 MB would refuse them.
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(api)
 }
+
+/// The largest request body accepted (and forwarded).
+const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 
 /// The api3 endpoint's state. Cheap to clone.
 #[derive(Clone)]
