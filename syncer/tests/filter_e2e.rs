@@ -87,3 +87,65 @@ async fn entities_enter_and_leave_the_cache_with_the_filter() {
     assert_eq!(have, want);
     syncer.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_field_of_a_cached_type_is_backfilled_after_a_schema_event() {
+    let sim = start_sim(100).await;
+    let (_dir, db) = temp_db();
+    let syncer = RunningSyncer::start(load_config(&config_text(
+        &sim.base_url(),
+        &db,
+        &["Shot"],
+        "",
+    )))
+    .await;
+    syncer.wait_ready(Duration::from_secs(60)).await;
+    let actor = sim.site().script_actor("cache").expect("actor");
+    sim.site()
+        .schema_add_field(
+            &actor,
+            "Shot",
+            "sg_vendor",
+            shotgun_cache_core::model::DataType::Text,
+            "Vendor",
+            &serde_json::json!({}),
+        )
+        .expect("add a field");
+    let id = sim
+        .site()
+        .truth(Some(&["Shot".to_owned()]))
+        .iter()
+        .find(|r| !r.retired)
+        .map(|r| r.id)
+        .expect("a live shot");
+    sim.site()
+        .update(
+            &actor,
+            "Shot",
+            id,
+            serde_json::json!({"sg_vendor": "ACME"})
+                .as_object()
+                .expect("obj"),
+        )
+        .expect("update");
+    let store = open_store(&db);
+    wait_for(
+        "the new field to be cached and backfilled",
+        Duration::from_secs(30),
+        || {
+            let store = store.clone();
+            async move {
+                store
+                    .get("Shot", id)
+                    .await
+                    .ok()
+                    .flatten()
+                    .and_then(|e| e.fields.get("sg_vendor").cloned())
+                    == Some(shotgun_cache_core::model::Value::Text("ACME".into()))
+            }
+        },
+    )
+    .await;
+    wait_equal(store.as_ref(), &sim, &["Shot"], Duration::from_secs(20)).await;
+    syncer.stop().await;
+}
