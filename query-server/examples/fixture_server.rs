@@ -5,7 +5,9 @@
 //! prints `READY <grpc address>` on stdout, then journals one more shot change every 300 ms (so a
 //! Watch has something to see) until it gets SIGTERM or Ctrl-C.
 //!
-//!     cargo run -p shotgun-cache-query-server --example fixture_server
+//! ```text
+//! cargo run -p shotgun-cache-query-server --example fixture_server
+//! ```
 
 #[path = "../tests/it/support/mod.rs"]
 mod support;

@@ -13,8 +13,10 @@
 //! - the same shape of query against the simulated site's REST `_search` (the uncached baseline),
 //!   on a site of `BENCH_SIM_SCALE` entities (default 20,000; 0 skips it).
 //!
-//!     cargo build --release -p shotgun-cache-query-server --bins --examples
-//!     BENCH_ROWS=1000000 target/release/examples/grpc_bench
+//! ```text
+//! cargo build --release -p shotgun-cache-query-server --bins --examples
+//! BENCH_ROWS=1000000 target/release/examples/grpc_bench
+//! ```
 //!
 //! Environment: `BENCH_ROWS`, `BENCH_DB` (default `.cache/bench/grpc-bench-<rows>.db`),
 //! `BENCH_SECS` (default 10), `BENCH_SIM_SCALE`.

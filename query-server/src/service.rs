@@ -492,40 +492,6 @@ fn parse_cursor_state(v: &serde_json::Value) -> (i64, Option<DateTime>) {
     (id, at)
 }
 
-#[cfg(test)]
-mod tests {
-    use serde_json::json;
-
-    use super::*;
-
-    #[test]
-    fn cursor_state_shapes() {
-        let (id, at) = parse_cursor_state(
-            &json!({"low_water": 5, "head": 9, "head_created_at": 1_700_000_000, "gaps": {}}),
-        );
-        assert_eq!((id, at), (9, Some(DateTime(1_700_000_000))));
-        assert_eq!(
-            parse_cursor_state(&json!({"head": 3, "head_created_at": 0})),
-            (3, None)
-        );
-        assert_eq!(parse_cursor_state(&json!(17)), (17, None));
-        assert_eq!(
-            parse_cursor_state(
-                &json!({"last_event_id": 4, "last_event_at": "2026-01-01T00:00:00Z"})
-            ),
-            (4, DateTime::parse("2026-01-01T00:00:00Z"))
-        );
-    }
-
-    #[test]
-    fn cursors_round_trip_and_are_bound_to_their_query() {
-        let c = encode_cursor(1500, 77);
-        assert_eq!(decode_cursor(&c, 77).expect("same query"), 1500);
-        assert!(decode_cursor(&c, 78).is_err());
-        assert!(decode_cursor("nope", 77).is_err());
-    }
-}
-
 /// A stable hash of what defines a query's row sequence (not its return fields), for cursors.
 fn query_hash(p: &FindParams, limit: u32) -> u64 {
     let mut h = sha2::Sha256::new();
@@ -570,4 +536,38 @@ fn decode_cursor(cursor: &str, hash: u64) -> Result<u64, QueryError> {
         ));
     }
     Ok(u64::from_be_bytes(o))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn cursor_state_shapes() {
+        let (id, at) = parse_cursor_state(
+            &json!({"low_water": 5, "head": 9, "head_created_at": 1_700_000_000, "gaps": {}}),
+        );
+        assert_eq!((id, at), (9, Some(DateTime(1_700_000_000))));
+        assert_eq!(
+            parse_cursor_state(&json!({"head": 3, "head_created_at": 0})),
+            (3, None)
+        );
+        assert_eq!(parse_cursor_state(&json!(17)), (17, None));
+        assert_eq!(
+            parse_cursor_state(
+                &json!({"last_event_id": 4, "last_event_at": "2026-01-01T00:00:00Z"})
+            ),
+            (4, DateTime::parse("2026-01-01T00:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn cursors_round_trip_and_are_bound_to_their_query() {
+        let c = encode_cursor(1500, 77);
+        assert_eq!(decode_cursor(&c, 77).expect("same query"), 1500);
+        assert!(decode_cursor(&c, 78).is_err());
+        assert!(decode_cursor("nope", 77).is_err());
+    }
 }
