@@ -354,11 +354,13 @@ async fn run_find(state: &AppState, q: Query) -> Result<Vec<Row>, Response> {
 }
 
 fn page_response(rows: &[Row], path: &str, size: usize, number: usize) -> Response {
-    let data: Vec<Json> = rows.iter().map(render::record).collect();
-    json_response(
+    let body = render::write_page(rows, &page_links(path, size, number));
+    (
         StatusCode::OK,
-        json!({"data": data, "links": page_links(path, size, number)}),
+        [("content-type", "application/json; charset=utf-8")],
+        body,
     )
+        .into_response()
 }
 
 /// Typed query-string values for `filter[field]=v` on the GET list endpoint.

@@ -13,7 +13,9 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 
 use serde_json::Value as Json;
-use shotgun_cache_core::filter::{self, FieldPath, Filter, FilterError, Hop, LogicalOp, Operand, Operator};
+use shotgun_cache_core::filter::{
+    self, FieldPath, Filter, FilterError, Hop, LogicalOp, Operand, Operator,
+};
 use shotgun_cache_core::model::{DataType, DateTime, Entity, SiteSchema, Value};
 use shotgun_cache_core::query::{self, Direction, FindQuery, Sort};
 
@@ -252,6 +254,86 @@ fn project_field(st: &State, e: &Entity, raw: &str) -> Option<RowField> {
     })
 }
 
+/// A projection resolved once per query: each returned field's data type and, for dotted fields, its path.
+struct Plan(Vec<(String, DataType, Option<FieldPath>)>);
+
+impl Plan {
+    fn new(st: &State, entity_type: &str, fields: &Fields) -> Plan {
+        let mut out: Vec<(String, DataType, Option<FieldPath>)> = Vec::new();
+        match fields {
+            Fields::All => {
+                if let Some(t) = st.schema.entity(entity_type) {
+                    out.extend(
+                        t.fields
+                            .iter()
+                            .filter(|(n, _)| *n != "id")
+                            .map(|(n, fs)| (n.clone(), fs.data_type, None)),
+                    );
+                }
+            }
+            Fields::Only(names) => {
+                for n in names {
+                    if n == "id" || n == "type" || out.iter().any(|(x, _, _)| x == n) {
+                        continue;
+                    }
+                    if !n.contains('.') {
+                        if let Some(dt) = st.data_type(entity_type, n) {
+                            out.push((n.clone(), dt, None));
+                        }
+                    } else if let Some(path) = resolve_path(&st.schema, entity_type, n) {
+                        // Dotted reads through multi_entity are absent (GT 016).
+                        if !path.hops.iter().any(|h| h.multi) {
+                            out.push((n.clone(), path.leaf_type, Some(path)));
+                        }
+                    }
+                }
+            }
+        }
+        Plan(out)
+    }
+
+    fn project(&self, st: &State, e: &Entity) -> Row {
+        let fields = self
+            .0
+            .iter()
+            .map(|(name, dt, path)| match path {
+                None => RowField {
+                    name: name.clone(),
+                    data_type: *dt,
+                    deep: false,
+                    value: api_value(st, e, name, *dt),
+                },
+                Some(path) => {
+                    let mut current: Option<&Entity> = Some(e);
+                    for hop in &path.hops {
+                        current = current.and_then(|row| match row.fields.get(&hop.field) {
+                            Some(Value::Entity(r)) if r.entity_type == hop.target_type => {
+                                st.row(&r.entity_type, r.id).filter(|t| !t.retired)
+                            }
+                            _ => None,
+                        });
+                    }
+                    let value = match current {
+                        Some(target) => api_value(st, target, &path.leaf, path.leaf_type),
+                        None => Value::empty_for(path.leaf_type),
+                    };
+                    RowField {
+                        name: name.clone(),
+                        data_type: *dt,
+                        deep: true,
+                        value,
+                    }
+                }
+            })
+            .collect();
+        Row {
+            entity_type: e.entity_type.clone(),
+            id: e.id,
+            fields,
+        }
+    }
+}
+
 fn project(st: &State, e: &Entity, fields: &Fields) -> Row {
     let out = match fields {
         Fields::All => {
@@ -373,7 +455,10 @@ fn bad_filter(e: FilterError) -> SiteError {
         | FilterError::NotSortable { field, .. } => Some(field.clone()),
         _ => None,
     };
-    SiteError::BadFilter { message: e.to_string(), field }
+    SiteError::BadFilter {
+        message: e.to_string(),
+        field,
+    }
 }
 
 /// The compiled form of a request's filter.
@@ -391,10 +476,8 @@ fn compile(st: &State, entity_type: &str, f: &QueryFilter) -> Result<Compiled, S
             if let Some((lo, hi)) = fast_id_bounds(j) {
                 return Ok(Compiled::Range(lo, hi));
             }
-            let raw =
-                filter::parse::parse_any(j).map_err(bad_filter)?;
-            let typed = filter::validate(&st.schema, entity_type, &raw)
-                .map_err(bad_filter)?;
+            let raw = filter::parse::parse_any(j).map_err(bad_filter)?;
+            let typed = filter::validate(&st.schema, entity_type, &raw).map_err(bad_filter)?;
             let (lo, hi) = typed_id_bounds(&typed);
             Ok(Compiled::Eval(lo, hi, typed))
         }
@@ -533,6 +616,7 @@ pub(crate) fn find(st: &State, q: &Query) -> Result<Vec<Row>, SiteError> {
     check_type(st, &q.entity_type)?;
     let compiled = compile(st, &q.entity_type, &q.filter)?;
     let sorts = resolve_sorts(st, q)?;
+    let plan = Plan::new(st, &q.entity_type, &q.fields);
     let id_only = sorts
         .iter()
         .all(|s| !s.path.is_deep() && s.path.leaf == "id");
@@ -558,7 +642,7 @@ pub(crate) fn find(st: &State, q: &Query) -> Result<Vec<Row>, SiteError> {
                     skipped += 1;
                     return true;
                 }
-                rows.push(project(st, e, &q.fields));
+                rows.push(plan.project(st, e));
                 rows.len() < q.limit
             },
         )?;
@@ -593,7 +677,7 @@ pub(crate) fn find(st: &State, q: &Query) -> Result<Vec<Row>, SiteError> {
     };
     for rec in query::reference_find(&subset, &fq, DateTime::now()) {
         if let Some(e) = st.row(&rec.entity_type, rec.id) {
-            rows.push(project(st, e, &q.fields));
+            rows.push(plan.project(st, e));
         }
     }
     Ok(rows)
