@@ -352,25 +352,27 @@ impl Api3 {
                 );
             }
         };
-        if answer.status == 200 {
-            if let Ok(v) = serde_json::from_slice::<Json>(&answer.body) {
-                if v.get("exception").and_then(Json::as_bool) != Some(true) {
-                    if let Some(results) = v.get("results") {
-                        let snap = self.inner.catalog.snapshot();
-                        let touched: Vec<_> = forward::touched(&call.method, &call.params, results)
-                            .into_iter()
-                            .filter(|t| snap.is_cached_type(&t.entity_type))
-                            .collect();
-                        forward::make_visible(
-                            self.inner.syncer.as_ref(),
-                            self.inner.store.as_ref(),
-                            &touched,
-                            VISIBILITY_WAIT,
-                        )
-                        .await;
-                    }
-                }
-            }
+        // A successful write answers HTTP 200 with `results` and no `exception`.
+        let parsed = (answer.status == 200)
+            .then(|| serde_json::from_slice::<Json>(&answer.body).ok())
+            .flatten();
+        if let Some(results) = parsed
+            .as_ref()
+            .filter(|v| v.get("exception").and_then(Json::as_bool) != Some(true))
+            .and_then(|v| v.get("results"))
+        {
+            let snap = self.inner.catalog.snapshot();
+            let touched: Vec<_> = forward::touched(&call.method, &call.params, results)
+                .into_iter()
+                .filter(|t| snap.is_cached_type(&t.entity_type))
+                .collect();
+            forward::make_visible(
+                self.inner.syncer.as_ref(),
+                self.inner.store.as_ref(),
+                &touched,
+                VISIBILITY_WAIT,
+            )
+            .await;
         }
         (AnsweredBy::Site, site_response(answer))
     }
