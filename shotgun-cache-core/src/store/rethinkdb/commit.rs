@@ -172,8 +172,25 @@ async fn write_docs(
     docs: BTreeMap<String, Vec<Json>>,
 ) -> Result<(), StoreError> {
     for (tbl, items) in docs {
-        for chunk in items.chunks(200) {
-            let n = chunk.len() as u64;
+        // New documents: `insert` with `conflict: "error"` is the compare-and-swap against "absent".
+        let (creates, swaps): (Vec<Json>, Vec<Json>) =
+            items.into_iter().partition(|it| it["expect"].is_null());
+        let creates: Vec<Json> = creates
+            .into_iter()
+            .filter_map(|it| it.get("doc").cloned())
+            .filter(|d| !d.is_null())
+            .collect();
+        for chunk in creates.chunks(200) {
+            let q = op_opts(
+                T::Insert,
+                vec![store.tbl(&tbl), lit(&Json::Array(chunk.to_vec()))],
+                json!({"conflict": "error"}),
+            );
+            let r = store.atom(q).await?;
+            check_written(&r, &tbl, chunk.len() as u64)?;
+        }
+        // Existing documents: replace only if `rev` is still the one the decision was made on.
+        for chunk in swaps.chunks(200) {
             let tb = store.tbl(&tbl);
             let body = func1(|it| {
                 let target = get(tb, field(it.clone(), "id"));
@@ -196,22 +213,29 @@ async fn write_docs(
             });
             let q = op(T::ForEach, vec![lit(&Json::Array(chunk.to_vec())), body]);
             let r = store.atom(q).await?;
-            let done = ["inserted", "replaced", "deleted"]
-                .iter()
-                .map(|k| r.get(*k).and_then(Json::as_u64).unwrap_or(0))
-                .sum::<u64>();
-            if let Some(err) = r.get("first_error").and_then(Json::as_str) {
-                return Err(StoreError::Internal(format!("writing to {tbl}: {err}")));
-            }
-            if done != n {
-                return Err(StoreError::Unavailable(format!(
-                    "{} of {n} documents in {tbl} changed concurrently (compare-and-swap refused); retry the batch",
-                    n - done
-                )));
-            }
+            check_written(&r, &tbl, chunk.len() as u64)?;
         }
     }
     Ok(())
+}
+
+/// Checks a write result: every document written, none refused by the compare-and-swap.
+fn check_written(r: &Json, tbl: &str, n: u64) -> Result<(), StoreError> {
+    let done = ["inserted", "replaced", "deleted"]
+        .iter()
+        .map(|k| r.get(*k).and_then(Json::as_u64).unwrap_or(0))
+        .sum::<u64>();
+    if done == n {
+        return Ok(());
+    }
+    let first = r.get("first_error").and_then(Json::as_str).unwrap_or("");
+    if !first.is_empty() && !first.contains("Duplicate primary key") {
+        return Err(StoreError::Internal(format!("writing to {tbl}: {first}")));
+    }
+    Err(StoreError::Unavailable(format!(
+        "{} of {n} documents in {tbl} changed concurrently (compare-and-swap refused); retry the batch",
+        n - done
+    )))
 }
 
 /// Numbers and appends journal entries exactly once (see the module docs). Returns the entries with

@@ -52,16 +52,24 @@ pub(crate) fn index_defs(layout: &TypeLayout) -> Vec<(String, Term, bool)> {
                 Some((func1(|row| field(field(row, "lc"), &n)), false))
             }
             Kind::Text => Some((func1(|row| field(field(row, "f"), &n)), false)),
+            // A null link gets a sentinel key no query asks for, so the index function never fails.
             Kind::Link => Some((
                 func1(|row| {
-                    let l = field(field(row, "f"), &n);
-                    array(vec![field(l.clone(), "type"), field(l, "id")])
+                    let l = default(field(field(row, "f"), &n), Json::Null);
+                    let key = func1(|l| {
+                        branch(
+                            eq(l.clone(), Json::Null),
+                            array(vec![json!(""), json!(0)]),
+                            array(vec![field(l.clone(), "type"), field(l, "id")]),
+                        )
+                    });
+                    op(T::Funcall, vec![key, l])
                 }),
                 false,
             )),
             Kind::Links => Some((
                 func1(|row| {
-                    map(field(field(row, "f"), &n), |l| {
+                    map(default(field(field(row, "f"), &n), json!([])), |l| {
                         array(vec![field(l.clone(), "type"), field(l, "id")])
                     })
                 }),
@@ -245,24 +253,39 @@ fn inexact() -> Pred {
 
 impl Compiler<'_> {
     /// The live table of a type given as a term (e.g. a link's `type`).
-    fn live_of(&self, type_term: Term) -> Term {
-        table(
-            self.store.database(),
-            field(get(self.store.tbl("copies"), type_term), "live"),
-        )
+    /// The stored document `id` of type `type_term` (a term), or null when the type is not cached or
+    /// the document is missing. Written with explicit branches rather than relying on `default` to
+    /// catch errors on null.
+    fn lookup(&self, type_term: Term, id: Term) -> Term {
+        // `default(.., null)` turns reqlite's "missing document" value into null (a no-op on RethinkDB).
+        let copies = default(get(self.store.tbl("copies"), type_term), Json::Null);
+        self.let_(copies, |c| {
+            branch(
+                eq(c.clone(), Json::Null),
+                Json::Null,
+                default(
+                    get(table(self.store.database(), field(c, "live")), id),
+                    Json::Null,
+                ),
+            )
+        })
     }
 
-    /// The stored target of a link, or null (missing, uncached type).
+    /// The stored target of a (non-null) link, or null (missing, uncached type).
     fn target(&self, link: Term) -> Term {
-        default(
-            get(self.live_of(field(link.clone(), "type")), field(link, "id")),
-            Json::Null,
-        )
+        self.lookup(field(link.clone(), "type"), field(link, "id"))
     }
 
-    /// The link rule: a link is dropped when its target is cached and retired.
+    /// The link rule for a (non-null) link: dropped when its target is cached and retired.
     fn alive(&self, link: Term) -> Term {
-        not(default(field(self.target(link), "retired"), json!(false)))
+        let t = self.target(link);
+        self.let_(t, |t| {
+            branch(
+                eq(t.clone(), Json::Null),
+                json!(true),
+                not(field(t, "retired")),
+            )
+        })
     }
 
     /// `let x = value in body(x)`.
@@ -372,22 +395,13 @@ impl Compiler<'_> {
     ) -> Term {
         let target_type = hop.target_type.clone();
         func1(|l| {
-            let tgt = default(
-                get(
-                    table(
-                        self.store.database(),
-                        field(get(self.store.tbl("copies"), json!(target_type)), "live"),
-                    ),
-                    field(l.clone(), "id"),
-                ),
-                Json::Null,
-            );
+            let tgt = self.lookup(json!(target_type), field(l.clone(), "id"));
             let inner_null = on_null.clone();
             let body = self.let_(tgt, |t| {
                 branch(
                     and(vec![
                         ne(t.clone(), Json::Null),
-                        not(default(field(t.clone(), "retired"), json!(false))),
+                        not(field(t.clone(), "retired")),
                     ]),
                     self.any_leaf(rest, path, t, f),
                     inner_null,
@@ -636,36 +650,29 @@ impl Compiler<'_> {
         };
         let link = default(field(field(doc, "f"), &hop.field), Json::Null);
         let target_type = hop.target_type.clone();
+        let target_type = target_type.clone();
         let followed = self.let_(link, |l| {
-            let tgt = default(
-                get(
-                    table(
-                        self.store.database(),
-                        field(get(self.store.tbl("copies"), json!(target_type)), "live"),
-                    ),
-                    field(l.clone(), "id"),
-                ),
-                Json::Null,
-            );
+            let tgt = self.lookup(json!(target_type), field(l.clone(), "id"));
             branch(
-                and(vec![
-                    ne(l.clone(), Json::Null),
-                    eq(default(field(l, "type"), Json::Null), json!(target_type)),
-                ]),
-                self.let_(tgt, |t| {
-                    branch(
-                        and(vec![
-                            ne(t.clone(), Json::Null),
-                            not(default(field(t.clone(), "retired"), json!(false))),
-                        ]),
-                        self.single_leaf(rest, path, t, f),
-                        Json::Null,
-                    )
-                }),
+                eq(l.clone(), Json::Null),
                 Json::Null,
+                branch(
+                    eq(field(l, "type"), json!(target_type)),
+                    self.let_(tgt, |t| {
+                        branch(
+                            and(vec![
+                                ne(t.clone(), Json::Null),
+                                not(field(t.clone(), "retired")),
+                            ]),
+                            self.single_leaf(rest, path, t, f),
+                            Json::Null,
+                        )
+                    }),
+                    Json::Null,
+                ),
             )
         });
-        default(followed, Json::Null)
+        followed
     }
 
     /// One part of a sort key (mirrors `query::sort_key`).
@@ -688,11 +695,8 @@ impl Compiler<'_> {
             ),
             (Kind::Link, part) => self.let_(v, |l| {
                 let tgt = self.target(l.clone());
-                self.let_(tgt, |t| {
-                    let dropped = and(vec![
-                        ne(t.clone(), Json::Null),
-                        default(field(t.clone(), "retired"), json!(false)),
-                    ]);
+                let keyed = self.let_(tgt, |t| {
+                    let dropped = and(vec![ne(t.clone(), Json::Null), field(t.clone(), "retired")]);
                     let value = match part {
                         "name" => branch(
                             ne(t.clone(), Json::Null),
@@ -702,8 +706,9 @@ impl Compiler<'_> {
                         "type" => field(l.clone(), "type"),
                         _ => field(l.clone(), "id"),
                     };
-                    branch(or(vec![eq(l, Json::Null), dropped]), Json::Null, value)
-                })
+                    branch(dropped, Json::Null, value)
+                });
+                branch(eq(l, Json::Null), Json::Null, keyed)
             }),
             _ => v,
         }
