@@ -96,7 +96,9 @@ async fn out_of_order_commits_and_permanent_gaps_lose_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_percent_injected_errors_converge() {
-    let sim = start_sim(200).await;
+    let sim = start_sim(120).await;
+    // Short-lived tokens: the syncer must refresh before expiry (and on a 401) throughout.
+    sim.set_token_ttl(Duration::from_secs(2));
     sim.set_faults(Faults {
         error_rate: 0.2,
         error_kinds: FaultKind::ALL.to_vec(),
@@ -120,7 +122,7 @@ async fn twenty_percent_injected_errors_converge() {
     );
     let syncer = RunningSyncer::start(cfg).await;
     syncer.wait_ready(Duration::from_secs(120)).await;
-    edits(&sim, "cache", 500, 9).await;
+    edits(&sim, "cache", 300, 9).await;
     let store = open_store(&db);
     wait_equal(
         store.as_ref(),
