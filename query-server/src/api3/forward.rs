@@ -16,11 +16,12 @@
 //! reached, the endpoint instead waits (bounded) until the cache shows the write through the event
 //! log, and answers regardless when the wait runs out (the write itself has succeeded on the site).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::Value as Json;
+use shotgun_cache_core::model::{Entity, Value};
 use shotgun_cache_core::store::Store;
 use shotgun_cache_proto::v1 as pb;
 use shotgun_cache_proto::v1::syncer_service_client::SyncerServiceClient;
@@ -84,8 +85,11 @@ pub(crate) struct Touched {
 /// What the cache must show before a write counts as visible (used when waiting on the event log).
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Expect {
-    /// The entity exists and is live.
-    Live,
+    /// The entity is live and its cached fields agree with these values (the site's answer to the
+    /// write, `type` and `id` left out; empty for a revive).
+    Live {
+        fields: serde_json::Map<String, Json>,
+    },
     /// The entity is retired (deleted).
     Retired,
 }
@@ -98,7 +102,10 @@ fn touched_one(request_type: &str, req: &Json, result: &Json) -> Option<Touched>
     let (entity_type, id, expect) = match request_type {
         "create" | "update" | "revive" => {
             let (t, id) = ref_of(result).or_else(|| ref_of(req))?;
-            (t, id, Expect::Live)
+            let mut fields = result.as_object().cloned().unwrap_or_default();
+            fields.remove("type");
+            fields.remove("id");
+            (t, id, Expect::Live { fields })
         }
         "delete" => {
             let (t, id) = ref_of(req)?;
@@ -111,6 +118,39 @@ fn touched_one(request_type: &str, req: &Json, result: &Json) -> Option<Touched>
         id,
         expect,
     })
+}
+
+/// Whether a cached value agrees with the value the site answered a write with. Links compare by
+/// target (names may lag), multi_entity lists as sets; an image the site answers as a signed URL
+/// agrees with any cached attachment id.
+pub(crate) fn agrees(cached: &Value, site: &Json) -> bool {
+    match (cached, site) {
+        (Value::Entity(r), Json::Object(_)) => ref_of(site) == Some((r.entity_type.clone(), r.id)),
+        (Value::MultiEntity(list), Json::Array(items)) => {
+            let a: BTreeSet<(String, i64)> =
+                list.iter().map(|r| (r.entity_type.clone(), r.id)).collect();
+            let b: BTreeSet<(String, i64)> = items.iter().filter_map(ref_of).collect();
+            a == b && b.len() == items.len()
+        }
+        (Value::Int(_), Json::String(_)) => true,
+        (Value::Float(x), Json::Number(n)) => n.as_f64().is_some_and(|y| (x - y).abs() < 1e-6),
+        _ => cached.to_json() == *site,
+    }
+}
+
+fn visible(e: Option<&Entity>, expect: &Expect) -> bool {
+    match (e, expect) {
+        (Some(e), Expect::Live { fields }) => {
+            !e.retired
+                && fields
+                    .iter()
+                    .all(|(f, v)| e.fields.get(f).is_none_or(|c| agrees(c, v)))
+        }
+        (Some(e), Expect::Retired) => e.retired,
+        // A deleted entity the cache never had is as good as invisible.
+        (None, Expect::Retired) => true,
+        (None, Expect::Live { .. }) => false,
+    }
 }
 
 /// The entities a successful write answer touched. `params` is the call's parameters and `results`
@@ -176,19 +216,14 @@ pub(crate) async fn make_visible(
 }
 
 /// Polls the store until every touched entity shows its expected state, or `wait` passes.
-async fn wait_for_event_log(store: &dyn Store, touched: &[Touched], wait: Duration) {
+pub(crate) async fn wait_for_event_log(store: &dyn Store, touched: &[Touched], wait: Duration) {
     let deadline = tokio::time::Instant::now() + wait;
     let mut pending: Vec<&Touched> = touched.iter().collect();
     while !pending.is_empty() {
         let mut still = Vec::new();
         for t in pending {
             let visible = match store.get(&t.entity_type, t.id).await {
-                Ok(Some(e)) => match t.expect {
-                    Expect::Live => !e.retired,
-                    Expect::Retired => e.retired,
-                },
-                // A deleted entity the cache never had is as good as invisible.
-                Ok(None) => t.expect == Expect::Retired,
+                Ok(e) => visible(e.as_ref(), &t.expect),
                 Err(_) => false,
             };
             if !visible {

@@ -349,3 +349,78 @@ async fn grpc_summarize_uses_the_same_implementation() {
             .contains("record_count, count")
     );
 }
+
+#[tokio::test]
+async fn without_a_syncer_a_write_waits_for_the_event_log() {
+    use super::forward::{Expect, Touched, make_visible};
+    let f = fixture().await;
+    let expect = |fields: Json| Expect::Live {
+        fields: fields.as_object().cloned().unwrap_or_default(),
+    };
+    // The syncer applies the new Shot 200 ms after the write (as the event log would bring it).
+    let store = f.store.clone();
+    let writer = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let batch = WriteBatch {
+            writes: vec![EntityWrite::Upsert {
+                entity: shot(9, "sh099", "ip", 1, 90),
+                floor: 0,
+                event_id: 0,
+            }],
+            ..WriteBatch::default()
+        };
+        store.commit(batch).await.expect("commit");
+    });
+    let touched = [Touched {
+        entity_type: "Shot".into(),
+        id: 9,
+        expect: expect(json!({"code": "sh099", "sg_cut_in": 90})),
+    }];
+    let started = std::time::Instant::now();
+    make_visible(
+        None,
+        f.store.as_ref(),
+        &touched,
+        std::time::Duration::from_secs(5),
+    )
+    .await;
+    let waited = started.elapsed();
+    writer.await.expect("writer");
+    assert!(
+        waited >= std::time::Duration::from_millis(150)
+            && waited < std::time::Duration::from_secs(4),
+        "{waited:?}"
+    );
+    assert!(f.store.get("Shot", 9).await.expect("get").is_some());
+
+    // A write the cache never shows is answered when the wait runs out.
+    let never = [Touched {
+        entity_type: "Shot".into(),
+        id: 1,
+        expect: expect(json!({"code": "renamed"})),
+    }];
+    let started = std::time::Instant::now();
+    make_visible(
+        None,
+        f.store.as_ref(),
+        &never,
+        std::time::Duration::from_millis(300),
+    )
+    .await;
+    assert!(started.elapsed() >= std::time::Duration::from_millis(290));
+    // A write the cache already shows returns at once.
+    let already = [Touched {
+        entity_type: "Shot".into(),
+        id: 1,
+        expect: expect(json!({"code": "sh010"})),
+    }];
+    let started = std::time::Instant::now();
+    make_visible(
+        None,
+        f.store.as_ref(),
+        &already,
+        std::time::Duration::from_secs(5),
+    )
+    .await;
+    assert!(started.elapsed() < std::time::Duration::from_millis(200));
+}

@@ -97,6 +97,12 @@ fn info_claims_a_modern_version_and_names_the_cache() {
     assert_eq!(new["full_version"], json!([8, 89, 0, 0]));
 }
 
+fn live(fields: Json) -> Expect {
+    Expect::Live {
+        fields: fields.as_object().cloned().unwrap_or_default(),
+    }
+}
+
 #[test]
 fn writes_name_the_entities_they_touched() {
     let t = |ty: &str, id: i64, expect: Expect| Touched {
@@ -110,7 +116,7 @@ fn writes_name_the_entities_they_touched() {
             &json!({"type": "Shot"}),
             &json!({"type": "Shot", "id": 9, "code": "x"})
         ),
-        [t("Shot", 9, Expect::Live)]
+        [t("Shot", 9, live(json!({"code": "x"})))]
     );
     assert_eq!(
         touched(
@@ -118,7 +124,7 @@ fn writes_name_the_entities_they_touched() {
             &json!({"type": "Shot", "id": 4}),
             &json!({"type": "Shot", "id": 4})
         ),
-        [t("Shot", 4, Expect::Live)]
+        [t("Shot", 4, live(json!({})))]
     );
     assert_eq!(
         touched("delete", &json!({"type": "Shot", "id": 4}), &json!(true)),
@@ -126,7 +132,7 @@ fn writes_name_the_entities_they_touched() {
     );
     assert_eq!(
         touched("revive", &json!({"type": "Shot", "id": 4}), &json!(true)),
-        [t("Shot", 4, Expect::Live)]
+        [t("Shot", 4, live(json!({})))]
     );
     assert!(touched("revive", &json!({"type": "Shot", "id": 4}), &json!(false)).is_empty());
     // The wire shape `shotgun_api3` sends: `type`, `id`, `fields` per request.
@@ -137,14 +143,47 @@ fn writes_name_the_entities_they_touched() {
             {"request_type": "update", "type": "Asset", "id": 3, "fields": []},
             {"request_type": "delete", "type": "Shot", "id": 8},
         ]),
-        &json!([{"type": "Shot", "id": 11}, {"type": "Asset", "id": 3}, true]),
+        &json!([{"type": "Shot", "id": 11}, {"type": "Asset", "id": 3, "code": "b"}, true]),
     );
     assert_eq!(
         batch,
         [
-            t("Shot", 11, Expect::Live),
-            t("Asset", 3, Expect::Live),
+            t("Shot", 11, live(json!({}))),
+            t("Asset", 3, live(json!({"code": "b"}))),
             t("Shot", 8, Expect::Retired)
         ]
     );
+}
+
+#[test]
+fn cached_values_agree_with_the_sites_answer() {
+    use shotgun_cache_core::model::{EntityRef, Value};
+
+    use super::forward::agrees;
+    let link = |t: &str, id: i64| EntityRef {
+        entity_type: t.into(),
+        id,
+        name: Some("old name".into()),
+    };
+    assert!(agrees(
+        &Value::Entity(link("Sequence", 2)),
+        &json!({"type": "Sequence", "id": 2, "name": "new name"})
+    ));
+    assert!(!agrees(
+        &Value::Entity(link("Sequence", 2)),
+        &json!({"type": "Sequence", "id": 3, "name": "x"})
+    ));
+    assert!(agrees(
+        &Value::MultiEntity(vec![link("Asset", 1), link("Asset", 2)]),
+        &json!([{"type": "Asset", "id": 2}, {"type": "Asset", "id": 1}])
+    ));
+    assert!(!agrees(
+        &Value::MultiEntity(vec![link("Asset", 1)]),
+        &json!([{"type": "Asset", "id": 2}])
+    ));
+    assert!(agrees(&Value::Text("ip".into()), &json!("ip")));
+    assert!(!agrees(&Value::Text("ip".into()), &json!("fin")));
+    assert!(agrees(&Value::Null, &json!(null)));
+    assert!(agrees(&Value::Float(1.5), &json!(1.5000001)));
+    assert!(agrees(&Value::Int(77), &json!("https://signed/url")));
 }
