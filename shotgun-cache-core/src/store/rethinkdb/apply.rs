@@ -4,8 +4,8 @@
 //! writes it with a compare-and-swap inside the database, so the guard's decision is made against
 //! exactly the state that is replaced.
 
-use crate::model::{Entity, EntityRef, Value};
-use crate::store::{EntityWrite, FieldChange, JournalOp, WriteOutcome};
+use crate::model::{DataType, Entity, EntityRef, Value};
+use crate::store::{EntityWrite, FieldChange, JournalOp, TypeLayout, WriteOutcome};
 
 /// The result of applying one write to the stored state.
 #[derive(Debug, Clone, PartialEq)]
@@ -56,91 +56,132 @@ fn unchanged(state: Option<Entity>, write: bool) -> Applied {
     }
 }
 
-/// Applies `w` to `old`. `display_field` is the field whose value is the type's display name.
-pub(crate) fn apply(old: Option<&Entity>, w: &EntityWrite, display_field: Option<&str>) -> Applied {
+fn applied(state: Option<Entity>, op: JournalOp, fields: Vec<String>) -> Applied {
+    Applied {
+        state,
+        write: true,
+        outcome: WriteOutcome::Applied { op, fields },
+    }
+}
+
+/// Whether two values of a field are the same for change detection: links compare by target (names
+/// are presentation, made live at read time), multi_entity lists as multisets of targets (the site
+/// does not keep their order stable), everything else exactly. Same rule as the SQLite backend.
+pub(crate) fn same_value(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Entity(x), Value::Entity(y)) => x.same_target(y),
+        (Value::MultiEntity(x), Value::MultiEntity(y)) => {
+            let key = |l: &EntityRef| (l.entity_type.clone(), l.id);
+            let mut x: Vec<_> = x.iter().map(key).collect();
+            let mut y: Vec<_> = y.iter().map(key).collect();
+            x.sort();
+            y.sort();
+            x == y
+        }
+        _ => a == b,
+    }
+}
+
+/// `Null` becomes `false` for checkbox and `[]` for multi_entity.
+fn normalize(dt: DataType, v: Value) -> Value {
+    match (dt, v) {
+        (DataType::Checkbox, Value::Null) => Value::Bool(false),
+        (DataType::MultiEntity, Value::Null) => Value::MultiEntity(Vec::new()),
+        (_, v) => v,
+    }
+}
+
+fn display_from(v: &Value) -> Option<String> {
+    match v {
+        Value::Text(s) => Some(s.clone()),
+        Value::Null => None,
+        other => Some(other.to_json().to_string()),
+    }
+}
+
+/// The version of a field (0 when never set).
+fn version(e: &Entity, f: &str) -> i64 {
+    e.versions.get(f).copied().unwrap_or(0)
+}
+
+/// Keeps only versions above 0 (the model's view, as the SQLite backend reports it).
+fn tidy_versions(e: &mut Entity) {
+    e.versions.retain(|_, v| *v > 0);
+}
+
+/// Applies `w` to `old` for a type with `layout`. `display_field` is the field whose value is the
+/// type's display name. Mirrors the SQLite backend's rules (the conformance suite checks both).
+pub(crate) fn apply(
+    old: Option<&Entity>,
+    w: &EntityWrite,
+    layout: &TypeLayout,
+    display_field: Option<&str>,
+) -> Applied {
     match w {
         EntityWrite::Upsert {
             entity,
             floor,
             event_id,
         } => {
-            let mut new = entity.clone();
-            let raise = (*floor).max(*event_id).max(0);
-            match old {
-                None => {
-                    for f in new.fields.keys() {
-                        let v = new.versions.entry(f.clone()).or_insert(0);
-                        *v = (*v).max(*floor);
-                    }
-                    new.retired_version = new.retired_version.max(*floor);
-                    new.last_event_id = new.last_event_id.max(raise);
-                    let fields = new.fields.keys().cloned().collect();
-                    Applied {
-                        outcome: WriteOutcome::Applied {
-                            op: JournalOp::Create,
-                            fields,
-                        },
-                        state: Some(new),
-                        write: true,
-                    }
+            let is_new = old.is_none();
+            let mut row = old.cloned().unwrap_or_else(|| {
+                let mut e = Entity::new(layout.entity_type.clone(), entity.id);
+                for f in &layout.fields {
+                    e.fields
+                        .insert(f.name.clone(), Value::empty_for(f.data_type));
                 }
-                Some(old) => {
-                    let mut versions = old.versions.clone();
-                    for (f, v) in &entity.versions {
-                        let cur = versions.entry(f.clone()).or_insert(0);
-                        *cur = (*cur).max(*v);
-                    }
-                    for f in entity.fields.keys() {
-                        let cur = versions.entry(f.clone()).or_insert(0);
-                        *cur = (*cur).max(*floor);
-                    }
-                    new.versions = versions;
-                    if old.retired_version > *floor {
-                        new.retired = old.retired;
-                        new.retired_version = old.retired_version;
-                    } else {
-                        new.retired_version =
-                            old.retired_version.max(*floor).max(entity.retired_version);
-                    }
-                    new.last_event_id = old.last_event_id.max(entity.last_event_id).max(raise);
-                    let mut changed: Vec<String> = new
-                        .fields
-                        .iter()
-                        .filter(|(k, v)| old.fields.get(*k) != Some(*v))
-                        .map(|(k, _)| k.clone())
-                        .collect();
-                    changed.extend(
-                        old.fields
-                            .keys()
-                            .filter(|k| !new.fields.contains_key(*k))
-                            .cloned(),
-                    );
-                    changed.sort();
-                    let op = match (old.retired, new.retired) {
-                        (false, true) => Some(JournalOp::Retire),
-                        (true, false) => Some(JournalOp::Revive),
-                        _ if !changed.is_empty() || old.display_name != new.display_name => {
-                            Some(JournalOp::Update)
-                        }
-                        _ => None,
-                    };
-                    let write = &new != old;
-                    match op {
-                        Some(op) => {
-                            let fields = if matches!(op, JournalOp::Update) {
-                                changed
-                            } else {
-                                Vec::new()
-                            };
-                            Applied {
-                                outcome: WriteOutcome::Applied { op, fields },
-                                state: Some(new),
-                                write,
-                            }
-                        }
-                        None => unchanged(Some(new), write),
-                    }
+                e
+            });
+            let mut changed = Vec::new();
+            for f in &layout.fields {
+                let Some(v) = entity.fields.get(&f.name) else {
+                    continue;
+                };
+                let v = normalize(f.data_type, v.clone());
+                let cur = row.fields.get(&f.name).cloned().unwrap_or(Value::Null);
+                if !same_value(&cur, &v) {
+                    changed.push(f.name.clone());
                 }
+                if cur != v {
+                    row.fields.insert(f.name.clone(), v);
+                }
+            }
+            for f in &layout.fields {
+                let v = version(&row, &f.name).max(*floor);
+                row.versions.insert(f.name.clone(), v);
+            }
+            tidy_versions(&mut row);
+            let old_retired = row.retired;
+            if row.retired_version <= *floor {
+                row.retired = entity.retired;
+                row.retired_version = row.retired_version.max(*floor);
+            }
+            row.display_name = entity
+                .display_name
+                .clone()
+                .or_else(|| display_field.and_then(|f| display_from(row.get(f))));
+            row.last_event_id = row.last_event_id.max(*floor).max(*event_id);
+            let write = old.is_none_or(|o| o != &row);
+            if is_new {
+                let fields = layout
+                    .fields
+                    .iter()
+                    .filter(|f| entity.fields.contains_key(&f.name))
+                    .map(|f| f.name.clone())
+                    .collect();
+                applied(Some(row), JournalOp::Create, fields)
+            } else if old_retired != row.retired {
+                let op = if row.retired {
+                    JournalOp::Retire
+                } else {
+                    JournalOp::Revive
+                };
+                applied(Some(row), op, Vec::new())
+            } else if !changed.is_empty() {
+                changed.sort();
+                applied(Some(row), JournalOp::Update, changed)
+            } else {
+                unchanged(Some(row), write)
             }
         }
         EntityWrite::Patch {
@@ -153,68 +194,63 @@ pub(crate) fn apply(old: Option<&Entity>, w: &EntityWrite, display_field: Option
                     outcome: WriteOutcome::Missing,
                 };
             };
-            let mut new = old.clone();
+            let mut row = old.clone();
             let mut changed: Vec<String> = Vec::new();
+            let mut any_applied = false;
             for c in changes {
-                let f = c.field();
-                let version = new.versions.get(f).copied().unwrap_or(0);
-                if *event_id <= version {
+                let Some(f) = layout.fields.iter().find(|f| f.name == c.field()) else {
+                    continue;
+                };
+                // Compare with the version before this patch: one event may carry several changes of
+                // one field (multi_entity `removed` and `added`).
+                if *event_id <= version(old, &f.name) {
                     continue;
                 }
-                new.versions.insert(f.to_owned(), *event_id);
-                let before = new.fields.get(f).cloned().unwrap_or(Value::Null);
-                let after = match c {
-                    FieldChange::Set(_, v) => v.clone(),
+                any_applied = true;
+                row.versions.insert(f.name.clone(), *event_id);
+                let cur = row.fields.get(&f.name).cloned().unwrap_or(Value::Null);
+                let new = match c {
+                    FieldChange::Set(_, v) => normalize(f.data_type, v.clone()),
                     FieldChange::Add(_, links) => {
-                        let mut list = match &before {
-                            Value::MultiEntity(l) => l.clone(),
+                        let mut list = match normalize(f.data_type, cur.clone()) {
+                            Value::MultiEntity(l) => l,
                             _ => Vec::new(),
                         };
                         for l in links {
-                            if !list.iter().any(|x: &EntityRef| x.same_target(l)) {
+                            if !list.iter().any(|x| x.same_target(l)) {
                                 list.push(l.clone());
                             }
                         }
                         Value::MultiEntity(list)
                     }
-                    FieldChange::Remove(_, links) => {
-                        let list = match &before {
-                            Value::MultiEntity(l) => l
-                                .iter()
-                                .filter(|x| !links.iter().any(|r| r.same_target(x)))
-                                .cloned()
-                                .collect(),
-                            _ => Vec::new(),
-                        };
-                        Value::MultiEntity(list)
-                    }
+                    FieldChange::Remove(_, links) => match normalize(f.data_type, cur.clone()) {
+                        Value::MultiEntity(mut l) => {
+                            l.retain(|x| !links.iter().any(|r| r.same_target(x)));
+                            Value::MultiEntity(l)
+                        }
+                        _ => Value::MultiEntity(Vec::new()),
+                    },
                 };
-                if after != before || !new.fields.contains_key(f) {
-                    if display_field == Some(f) {
-                        new.display_name = match &after {
-                            Value::Text(s) => Some(s.clone()),
-                            _ => None,
-                        };
+                if !same_value(&cur, &new) && !changed.contains(&f.name) {
+                    changed.push(f.name.clone());
+                }
+                if cur != new {
+                    if display_field == Some(f.name.as_str()) {
+                        row.display_name = display_from(&new);
                     }
-                    if after != before && !changed.iter().any(|x| x == f) {
-                        changed.push(f.to_owned());
-                    }
-                    new.fields.insert(f.to_owned(), after);
+                    row.fields.insert(f.name.clone(), new);
                 }
             }
-            new.last_event_id = new.last_event_id.max(*event_id);
-            let write = &new != old;
+            if !any_applied {
+                return unchanged(Some(old.clone()), false);
+            }
+            row.last_event_id = row.last_event_id.max(*event_id);
+            tidy_versions(&mut row);
             if changed.is_empty() {
-                return unchanged(Some(new), write);
+                return unchanged(Some(row), true);
             }
-            Applied {
-                outcome: WriteOutcome::Applied {
-                    op: JournalOp::Update,
-                    fields: changed,
-                },
-                state: Some(new),
-                write,
-            }
+            changed.sort();
+            applied(Some(row), JournalOp::Update, changed)
         }
         EntityWrite::Retire { event_id, .. } | EntityWrite::Revive { event_id, .. } => {
             let retire = matches!(w, EntityWrite::Retire { .. });
@@ -228,37 +264,26 @@ pub(crate) fn apply(old: Option<&Entity>, w: &EntityWrite, display_field: Option
             if *event_id <= old.retired_version {
                 return unchanged(Some(old.clone()), false);
             }
-            let mut new = old.clone();
-            new.retired_version = *event_id;
-            new.last_event_id = new.last_event_id.max(*event_id);
+            let mut row = old.clone();
+            row.retired_version = *event_id;
+            row.last_event_id = row.last_event_id.max(*event_id);
+            row.retired = retire;
             if old.retired == retire {
-                return unchanged(Some(new), true);
+                return unchanged(Some(row), true);
             }
-            new.retired = retire;
             let op = if retire {
                 JournalOp::Retire
             } else {
                 JournalOp::Revive
             };
-            Applied {
-                outcome: WriteOutcome::Applied {
-                    op,
-                    fields: Vec::new(),
-                },
-                state: Some(new),
-                write: true,
-            }
+            applied(Some(row), op, Vec::new())
         }
-        EntityWrite::Remove { .. } => match old {
+        EntityWrite::Remove { event_id, .. } => match old {
             None => unchanged(None, false),
-            Some(_) => Applied {
-                outcome: WriteOutcome::Applied {
-                    op: JournalOp::Remove,
-                    fields: Vec::new(),
-                },
-                state: None,
-                write: true,
-            },
+            Some(o) if *event_id != 0 && *event_id < o.last_event_id => {
+                unchanged(Some(o.clone()), false)
+            }
+            Some(_) => applied(None, JournalOp::Remove, Vec::new()),
         },
     }
 }
@@ -266,6 +291,16 @@ pub(crate) fn apply(old: Option<&Entity>, w: &EntityWrite, display_field: Option
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::FieldSchema;
+
+    fn layout() -> TypeLayout {
+        let raw = serde_json::json!({"data_type": {"value": "text", "editable": false}});
+        TypeLayout {
+            entity_type: "Shot".into(),
+            fields: vec![FieldSchema::from_json("Shot", "code", &raw)],
+            indexed: vec![],
+        }
+    }
 
     fn shot(code: &str) -> Entity {
         let mut e = Entity::new("Shot", 1);
@@ -274,8 +309,18 @@ mod tests {
         e
     }
 
+    fn set_code(event_id: i64, code: &str) -> EntityWrite {
+        EntityWrite::Patch {
+            entity_type: "Shot".into(),
+            id: 1,
+            event_id,
+            changes: vec![FieldChange::Set("code".into(), Value::Text(code.into()))],
+        }
+    }
+
     #[test]
     fn older_patch_never_overwrites_newer() {
+        let l = layout();
         let created = apply(
             None,
             &EntityWrite::Upsert {
@@ -283,37 +328,27 @@ mod tests {
                 floor: 10,
                 event_id: 0,
             },
+            &l,
             Some("code"),
         );
         let s = created.state.expect("created");
-        let newer = EntityWrite::Patch {
-            entity_type: "Shot".into(),
-            id: 1,
-            event_id: 20,
-            changes: vec![FieldChange::Set("code".into(), Value::Text("b".into()))],
-        };
-        let after = apply(Some(&s), &newer, Some("code"))
+        let after = apply(Some(&s), &set_code(20, "b"), &l, Some("code"))
             .state
             .expect("patched");
         assert_eq!(after.display_name.as_deref(), Some("b"));
-        let older = EntityWrite::Patch {
-            entity_type: "Shot".into(),
-            id: 1,
-            event_id: 15,
-            changes: vec![FieldChange::Set("code".into(), Value::Text("c".into()))],
-        };
-        let r = apply(Some(&after), &older, Some("code"));
+        let r = apply(Some(&after), &set_code(15, "c"), &l, Some("code"));
         assert_eq!(r.outcome, WriteOutcome::Unchanged);
         assert_eq!(r.state.expect("kept").get("code"), &Value::Text("b".into()));
         // A replay of the newer patch changes nothing either.
         assert_eq!(
-            apply(Some(&after), &newer, Some("code")).outcome,
+            apply(Some(&after), &set_code(20, "b"), &l, Some("code")).outcome,
             WriteOutcome::Unchanged
         );
     }
 
     #[test]
     fn retire_is_guarded_by_retired_version() {
+        let l = layout();
         let s = apply(
             None,
             &EntityWrite::Upsert {
@@ -321,6 +356,7 @@ mod tests {
                 floor: 0,
                 event_id: 0,
             },
+            &l,
             None,
         )
         .state
@@ -332,6 +368,7 @@ mod tests {
                 id: 1,
                 event_id: 5,
             },
+            &l,
             None,
         );
         assert_eq!(
@@ -349,6 +386,7 @@ mod tests {
                 id: 1,
                 event_id: 4,
             },
+            &l,
             None,
         );
         assert_eq!(stale.outcome, WriteOutcome::Unchanged);

@@ -67,6 +67,10 @@ async fn plan(
         let (t, id) = target(w);
         ids_by_type.entry(t).or_default().push(id);
     }
+    let mut layouts: HashMap<String, crate::store::TypeLayout> = HashMap::new();
+    for t in ids_by_type.keys() {
+        layouts.insert((*t).to_owned(), store.layout(t).await?);
+    }
     let mut slots: HashMap<(String, i64), Slot> = HashMap::new();
     for (t, ids) in &ids_by_type {
         let tbl = table_of
@@ -111,7 +115,8 @@ async fn plan(
         let slot = slots
             .get_mut(&(t.to_owned(), id))
             .expect("every touched document has a slot");
-        let applied = apply(slot.current.as_ref(), w, df.as_deref());
+        let layout = layouts.get(t).expect("every written type has a layout");
+        let applied = apply(slot.current.as_ref(), w, layout, df.as_deref());
         if let WriteOutcome::Applied { op: jop, fields } = &applied.outcome {
             let kinds = store.kinds(t);
             let digest = match &applied.state {

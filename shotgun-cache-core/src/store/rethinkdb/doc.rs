@@ -205,19 +205,20 @@ pub(crate) fn decode_value(v: &Json, k: Kind) -> Result<Value, StoreError> {
     })
 }
 
-/// Field kinds of one type, from its layout.
-pub(crate) type Kinds = BTreeMap<String, Kind>;
+/// The cached fields of one type with their kinds and data types, from its layout (empty when the
+/// layout is unknown).
+pub(crate) type Kinds = BTreeMap<String, (Kind, DataType)>;
 
 pub(crate) fn kinds_of(layout: &TypeLayout) -> Kinds {
     layout
         .fields
         .iter()
-        .map(|f| (f.name.clone(), kind_of(f.data_type)))
+        .map(|f| (f.name.clone(), (kind_of(f.data_type), f.data_type)))
         .collect()
 }
 
 fn kind(kinds: &Kinds, field: &str) -> Kind {
-    kinds.get(field).copied().unwrap_or(Kind::Other)
+    kinds.get(field).map(|k| k.0).unwrap_or(Kind::Other)
 }
 
 /// The stored document of an entity (without `rev`).
@@ -279,15 +280,28 @@ pub(crate) fn decode_entity(
         .map(str::to_owned);
     if let Some(vs) = doc.get("versions").and_then(Json::as_object) {
         for (k, v) in vs {
-            e.versions.insert(
-                k.clone(),
-                as_i64(v).ok_or_else(|| corrupt("field version", v))?,
-            );
+            if kinds.is_empty() || kinds.contains_key(k) {
+                e.versions.insert(
+                    k.clone(),
+                    as_i64(v).ok_or_else(|| corrupt("field version", v))?,
+                );
+            }
         }
     }
-    if let Some(fs) = doc.get("f").and_then(Json::as_object) {
-        for (k, v) in fs {
-            e.fields.insert(k.clone(), decode_value(v, kind(kinds, k))?);
+    let stored = doc.get("f").and_then(Json::as_object);
+    if kinds.is_empty() {
+        for (k, v) in stored.into_iter().flatten() {
+            e.fields.insert(k.clone(), decode_value(v, Kind::Other)?);
+        }
+    } else {
+        // Exactly the layout's fields: a field dropped from the layout is no longer read, one added
+        // reads as empty until written.
+        for (k, (kd, dt)) in kinds {
+            let v = match stored.and_then(|m| m.get(k)) {
+                Some(v) => decode_value(v, *kd)?,
+                None => Value::empty_for(*dt),
+            };
+            e.fields.insert(k.clone(), v);
         }
     }
     Ok(e)

@@ -136,6 +136,28 @@ impl RethinkStore {
         self.atom(op(T::DbDrop, vec![json!(d)])).await.map(|_| ())
     }
 
+    /// A fidelity probe of the server (tests use it to detect reqlite's gaps): whether an in-memory
+    /// `order_by` breaks ties between null keys by the next key, as RethinkDB does. reqlite 2.3.0
+    /// does not (it mis-sorts rows whose sort keys are null).
+    pub async fn sorts_null_keys_correctly(&self) -> Result<bool, StoreError> {
+        let rows = lit(&json!([{"k": null, "i": 2}, {"k": null, "i": 1}, {"k": null, "i": 3}]));
+        let t = op(
+            T::OrderBy,
+            vec![
+                rows,
+                term::asc(func1(|x| field(x, "k"))),
+                term::asc(json!("i")),
+            ],
+        );
+        let got: Vec<Option<i64>> = self
+            .list(t)
+            .await?
+            .iter()
+            .map(|r| r.get("i").and_then(Json::as_i64))
+            .collect();
+        Ok(got == vec![Some(1), Some(2), Some(3)])
+    }
+
     fn connect_options(&self) -> ConnectOptions {
         ConnectOptions {
             addr: self.inner.opts.address.clone(),
@@ -583,7 +605,12 @@ impl Store for RethinkStore {
     }
 
     async fn journal_head(&self) -> Result<u64, StoreError> {
-        read::journal_edge(self, true).await.map(|h| h.unwrap_or(0))
+        // The head survives trimming: `meta/journal_trimmed` remembers the head at the last trim.
+        let in_table = read::journal_edge(self, true).await?.unwrap_or(0);
+        let trimmed = self
+            .atom(get(self.tbl("meta"), json!("journal_trimmed")))
+            .await?;
+        Ok(in_table.max(trimmed.get("seq").and_then(Json::as_u64).unwrap_or(0)))
     }
 
     async fn journal_tail(&self) -> Result<Option<u64>, StoreError> {
@@ -591,6 +618,15 @@ impl Store for RethinkStore {
     }
 
     async fn trim_journal(&self, before: DateTime) -> Result<u64, StoreError> {
+        // Remember the head first, so trimming everything never moves the head back.
+        let head = self.journal_head().await?;
+        let mark = json!({"id": "journal_trimmed", "seq": head});
+        self.atom(op_opts(
+            T::Insert,
+            vec![self.tbl("meta"), lit(&mark)],
+            json!({"conflict": "replace"}),
+        ))
+        .await?;
         let sel = op_opts(
             T::Between,
             vec![self.tbl("journal"), op(T::Minval, vec![]), json!(before.0)],
