@@ -231,7 +231,29 @@ fn index_defs(layout: &TypeLayout, generation: i64) -> Vec<(String, String)> {
             // multi_entity fields are indexed in the side table; images and JSON are not indexable.
             Shape::Multi | Shape::Image | Shape::Json => continue,
         };
-        out.push((ident(&format!("ix{generation}_{t}_{name}")), cols));
+        out.push((ident(&format!("ix{generation}_{t}_{name}")), cols.clone()));
+        // Nearly every Shotgun query is scoped to a project, and low-cardinality fields (statuses,
+        // lists, checkboxes) are poor indexes alone: when `project` is indexed, such fields also
+        // get a composite index led by the project link.
+        let low_cardinality = matches!(
+            f.data_type,
+            DataType::StatusList | DataType::List | DataType::Checkbox | DataType::EntityType
+        );
+        let project_indexed = layout.indexed.iter().any(|i| i == "project")
+            && layout
+                .fields
+                .iter()
+                .any(|f| f.name == "project" && f.data_type == DataType::Entity);
+        if low_cardinality && project_indexed {
+            out.push((
+                ident(&format!("ixp{generation}_{t}_{name}")),
+                format!(
+                    "{}, {}, {cols}",
+                    ident(&codec::link_id_col("project")),
+                    ident(&codec::link_type_col("project"))
+                ),
+            ));
+        }
     }
     out
 }

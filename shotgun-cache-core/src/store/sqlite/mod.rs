@@ -11,7 +11,9 @@
 //!   dst_id, name)`, keyed `(src_id, field, pos)` and indexed on `(field, dst_id, dst_type)`, so
 //!   multi_entity `is`/`in` and deep links through multi hops are indexed `IN (SELECT ...)` subqueries.
 //! - Indexes come from `TypeLayout::indexed`: text-like fields on `sg_fold(col)` (case-insensitive
-//!   matching), numbers/dates on the column, links on `(<f>__id, <f>__t)`.
+//!   matching), numbers/dates on the column, links on `(<f>__id, <f>__t)`. When `project` is indexed,
+//!   indexed status_list/list/checkbox/entity_type fields also get a composite index led by the
+//!   project link (project-scoped status filters are the most common Shotgun query).
 //! - Bookkeeping tables: `sc_meta` (catalog generation, site schema), `sc_types` (layouts and table
 //!   generations, see `catalog`), `sc_type_state`, `sc_state`, and the journal `sc_journal(seq INTEGER
 //!   PRIMARY KEY AUTOINCREMENT, ...)` with the entity snapshot as JSON.
@@ -191,7 +193,8 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(sql_err)?;
     conn.execute_batch(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = OFF;",
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = OFF; \
+         PRAGMA temp_store = MEMORY; PRAGMA cache_size = -65536; PRAGMA mmap_size = 1073741824;",
     )
     .map_err(sql_err)?;
     conn.set_prepared_statement_cache_capacity(256);
@@ -370,6 +373,30 @@ impl SqliteStore {
                 .map_err(sql_err)
         })
         .await
+    }
+
+    /// Copies the WAL into the database file and truncates the WAL (e.g. before measuring the
+    /// file size, or after a big import).
+    pub async fn checkpoint(&self) -> Result<(), StoreError> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let guard = inner
+                .writer
+                .lock()
+                .map_err(|_| StoreError::Internal("writer lock poisoned".into()))?;
+            let own;
+            let conn = match guard.as_ref() {
+                Some(c) => c,
+                None => {
+                    own = open_connection(&inner.path)?;
+                    &own
+                }
+            };
+            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+                .map_err(sql_err)
+        })
+        .await
+        .map_err(|e| StoreError::Internal(format!("sqlite checkpoint task failed: {e}")))?
     }
 }
 

@@ -43,8 +43,16 @@ pub(crate) fn load_many(
     while let Some(r) = q.next().map_err(sql_err)? {
         rows_out.push(rows::decode_row(&tc.layout, r, 0)?.entity);
     }
-    let mut by_id: BTreeMap<i64, &mut Entity> = rows_out.iter_mut().map(|e| (e.id, e)).collect();
-    rows::fill_multi(conn, &sql.multi, &mut by_id)?;
+    if tc
+        .layout
+        .fields
+        .iter()
+        .any(|f| f.data_type == crate::model::DataType::MultiEntity)
+    {
+        let mut by_id: BTreeMap<i64, &mut Entity> =
+            rows_out.iter_mut().map(|e| (e.id, e)).collect();
+        rows::fill_multi(conn, &sql.multi, &mut by_id)?;
+    }
     Ok(rows_out)
 }
 

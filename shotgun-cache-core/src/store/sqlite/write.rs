@@ -58,6 +58,8 @@ struct Target<'a> {
     layout: &'a TypeLayout,
     display_field: Option<&'a str>,
     sql: RowSql,
+    /// Whether the writes are journaled (snapshots are only built then).
+    journal: bool,
 }
 
 /// What applying one write produced.
@@ -202,17 +204,29 @@ fn apply(conn: &Connection, tgt: &Target<'_>, w: &EntityWrite) -> Result<Applied
                     .filter(|f| entity.fields.contains_key(&f.name))
                     .map(|f| f.name.clone())
                     .collect();
-                applied(*event_id, &row.entity, JournalOp::Create, fields, true)
+                applied(
+                    *event_id,
+                    &row.entity,
+                    JournalOp::Create,
+                    fields,
+                    tgt.journal,
+                )
             } else if old_retired != row.entity.retired {
                 let op = if row.entity.retired {
                     JournalOp::Retire
                 } else {
                     JournalOp::Revive
                 };
-                applied(*event_id, &row.entity, op, Vec::new(), true)
+                applied(*event_id, &row.entity, op, Vec::new(), tgt.journal)
             } else if !changed.is_empty() {
                 changed.sort();
-                applied(*event_id, &row.entity, JournalOp::Update, changed, true)
+                applied(
+                    *event_id,
+                    &row.entity,
+                    JournalOp::Update,
+                    changed,
+                    tgt.journal,
+                )
             } else {
                 unchanged()
             })
@@ -305,7 +319,7 @@ fn apply(conn: &Connection, tgt: &Target<'_>, w: &EntityWrite) -> Result<Applied
                     &row.entity,
                     JournalOp::Update,
                     changed.into_iter().collect(),
-                    true,
+                    tgt.journal,
                 )
             })
         }
@@ -330,7 +344,7 @@ fn apply(conn: &Connection, tgt: &Target<'_>, w: &EntityWrite) -> Result<Applied
                 } else {
                     JournalOp::Revive
                 };
-                applied(*event_id, &row.entity, op, Vec::new(), true)
+                applied(*event_id, &row.entity, op, Vec::new(), tgt.journal)
             })
         }
         EntityWrite::Remove { event_id, .. } => {
@@ -422,6 +436,7 @@ pub(crate) fn commit(
                 layout: &tc.layout,
                 display_field: tc.display_field.as_deref(),
                 sql: RowSql::live(tc),
+                journal: batch.journal,
             });
         let a = apply(conn, tgt, w)?;
         result.outcomes.push(a.outcome);
@@ -449,6 +464,7 @@ pub(crate) fn commit(
                 Target {
                     layout,
                     display_field,
+                    journal: false,
                     sql: RowSql::new(
                         layout,
                         catalog::entity_table(t, *generation),

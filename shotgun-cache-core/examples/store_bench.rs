@@ -1,0 +1,420 @@
+//! The SQLite store benchmark: loads N Shot-like entities (links to projects and sequences, a status,
+//! text, dates, a multi_entity list) and prints the figures of issue 2:
+//! indexed find, a deep-link filter, an unindexed text scan, batch upsert throughput, and the file
+//! size relative to the JSON size of the same data. It prints figures; it asserts nothing.
+//!
+//! `cargo run --release -p shotgun-cache-core --example store_bench -- --entities 1000000 [--dir DIR]`
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use shotgun_cache_core::filter::{Filter, parse_any, validate, validate_path};
+use shotgun_cache_core::model::{Date, DateTime, Entity, EntityRef, Value};
+use shotgun_cache_core::query::FindQuery;
+use shotgun_cache_core::store::conformance::{test_layouts, test_schema};
+use shotgun_cache_core::store::sqlite::SqliteStore;
+use shotgun_cache_core::store::{CountQuery, EntityWrite, Store, WriteBatch};
+
+const PROJECTS: i64 = 20;
+const SEQUENCES: i64 = 4_000;
+const ASSETS: i64 = 20_000;
+const STATUSES: [&str; 6] = ["wtg", "rdy", "ip", "rev", "fin", "omt"];
+const WORDS: [&str; 16] = [
+    "hero", "crowd", "night", "day", "exterior", "interior", "chase", "fight", "rain", "snow",
+    "wide", "close", "pan", "tilt", "crane", "static",
+];
+
+struct Args {
+    entities: i64,
+    dir: Option<PathBuf>,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        entities: 1_000_000,
+        dir: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(k) = it.next() {
+        match k.as_str() {
+            "--entities" => {
+                a.entities = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .expect("--entities takes a number")
+            }
+            "--dir" => a.dir = it.next().map(PathBuf::from),
+            other => panic!("unknown argument {other}; use --entities N [--dir DIR]"),
+        }
+    }
+    a
+}
+
+fn link(t: &str, id: i64, name: String) -> EntityRef {
+    EntityRef {
+        entity_type: t.into(),
+        id,
+        name: Some(name),
+    }
+}
+
+fn shot(rng: &mut StdRng, id: i64, now: i64) -> Entity {
+    let mut e = Entity::new("Shot", id);
+    let project = rng.random_range(1..=PROJECTS);
+    let seq = rng.random_range(1..=SEQUENCES);
+    let code = format!("sh{id:07}");
+    let words: Vec<&str> = (0..rng.random_range(3..9))
+        .map(|_| WORDS[rng.random_range(0..WORDS.len())])
+        .collect();
+    let f = &mut e.fields;
+    f.insert("code".into(), Value::Text(code.clone()));
+    f.insert("description".into(), Value::Text(words.join(" ")));
+    f.insert(
+        "sg_status_list".into(),
+        Value::Text(STATUSES[rng.random_range(0..STATUSES.len())].into()),
+    );
+    f.insert(
+        "project".into(),
+        Value::Entity(link("Project", project, format!("Project {project}"))),
+    );
+    f.insert(
+        "sg_sequence".into(),
+        Value::Entity(link("Sequence", seq, format!("SQ{seq:04}"))),
+    );
+    let n = rng.random_range(0..4);
+    let assets = (0..n).map(|_| {
+        let a = rng.random_range(1..=ASSETS);
+        link("Asset", a, format!("asset_{a:05}"))
+    });
+    f.insert("assets".into(), Value::MultiEntity(assets.collect()));
+    f.insert("sg_cut_in".into(), Value::Int(rng.random_range(900..1100)));
+    f.insert(
+        "sg_rate".into(),
+        Value::Float(f64::from(rng.random_range(0..100)) / 4.0),
+    );
+    let days = now.div_euclid(86_400) + rng.random_range(-300..300);
+    f.insert(
+        "sg_due".into(),
+        Value::Date(Date::from_days_since_epoch(days).expect("date in range")),
+    );
+    f.insert(
+        "created_at".into(),
+        Value::DateTime(DateTime(now - rng.random_range(0..400 * 86_400))),
+    );
+    f.insert("sg_flag".into(), Value::Bool(rng.random_bool(0.3)));
+    e.display_name = Some(code);
+    e
+}
+
+/// The api3 JSON size of an entity (`{"type", "id", fields...}`).
+fn json_size(e: &Entity) -> usize {
+    let mut m = serde_json::Map::new();
+    m.insert("type".into(), e.entity_type.clone().into());
+    m.insert("id".into(), e.id.into());
+    for (k, v) in &e.fields {
+        m.insert(k.clone(), v.to_json());
+    }
+    serde_json::Value::Object(m).to_string().len()
+}
+
+fn filter(f: serde_json::Value) -> Filter {
+    let raw = parse_any(&f).expect("benchmark filters parse");
+    validate(&test_schema(), "Shot", &raw).expect("benchmark filters are valid")
+}
+
+fn query(f: serde_json::Value, limit: Option<u64>) -> FindQuery {
+    let schema = test_schema();
+    FindQuery {
+        entity_type: "Shot".into(),
+        filter: filter(f),
+        fields: ["code", "sg_status_list", "project", "sg_sequence"]
+            .iter()
+            .map(|p| validate_path(&schema, "Shot", p).expect("valid path"))
+            .collect(),
+        sorts: Vec::new(),
+        offset: 0,
+        limit,
+        retired_only: false,
+    }
+}
+
+fn pct(mut v: Vec<Duration>, p: f64) -> Duration {
+    v.sort();
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn us(d: Duration) -> String {
+    format!("{:.0} µs", d.as_secs_f64() * 1e6)
+}
+
+async fn timed<F: std::future::Future<Output = usize>>(f: F) -> (Duration, usize) {
+    let t = Instant::now();
+    let n = f.await;
+    (t.elapsed(), n)
+}
+
+#[tokio::main]
+async fn main() {
+    let a = args();
+    let tmp = tempfile::tempdir().expect("temporary directory");
+    let dir = a.dir.clone().unwrap_or_else(|| tmp.path().to_owned());
+    let path = dir.join("store_bench.db");
+    let _ = std::fs::remove_file(&path);
+    let store = SqliteStore::open(&path).expect("open the store");
+    // The filterable fields a site would configure for Shot: code, status, project, sequence.
+    let mut layouts = test_layouts();
+    for l in &mut layouts {
+        if l.entity_type == "Shot" {
+            l.indexed = ["code", "sg_status_list", "project", "sg_sequence"]
+                .map(String::from)
+                .to_vec();
+        }
+    }
+    store
+        .prepare(&test_schema(), &layouts)
+        .await
+        .expect("prepare");
+    let now = DateTime::now().0;
+    let mut rng = StdRng::seed_from_u64(42);
+    println!(
+        "store_bench: {} Shot entities in {}",
+        a.entities,
+        path.display()
+    );
+
+    // Link targets: projects, sequences, assets.
+    let mut json_bytes = 0_usize;
+    let mut targets = Vec::new();
+    for p in 1..=PROJECTS {
+        let mut e = Entity::new("Project", p);
+        e.fields
+            .insert("name".into(), Value::Text(format!("Project {p}")));
+        e.display_name = Some(format!("Project {p}"));
+        targets.push(e);
+    }
+    for s in 1..=SEQUENCES {
+        let mut e = Entity::new("Sequence", s);
+        e.fields
+            .insert("code".into(), Value::Text(format!("SQ{s:04}")));
+        e.fields.insert(
+            "project".into(),
+            Value::Entity(link(
+                "Project",
+                1 + s % PROJECTS,
+                format!("Project {}", 1 + s % PROJECTS),
+            )),
+        );
+        e.display_name = Some(format!("SQ{s:04}"));
+        targets.push(e);
+    }
+    for x in 1..=ASSETS {
+        let mut e = Entity::new("Asset", x);
+        e.fields
+            .insert("code".into(), Value::Text(format!("asset_{x:05}")));
+        e.display_name = Some(format!("asset_{x:05}"));
+        targets.push(e);
+    }
+    json_bytes += targets.iter().map(json_size).sum::<usize>();
+    let writes = targets
+        .into_iter()
+        .map(|e| EntityWrite::Upsert {
+            entity: e,
+            floor: 0,
+            event_id: 0,
+        })
+        .collect();
+    store
+        .commit(WriteBatch {
+            writes,
+            ..WriteBatch::default()
+        })
+        .await
+        .expect("load link targets");
+
+    // Shots, in import batches of 10,000 (a first import: not journaled).
+    let mut generate = Duration::ZERO;
+    let mut load = Duration::ZERO;
+    let batch = 10_000;
+    let mut id = 1;
+    while id <= a.entities {
+        let t = Instant::now();
+        let end = (id + batch).min(a.entities + 1);
+        let shots: Vec<Entity> = (id..end).map(|i| shot(&mut rng, i, now)).collect();
+        json_bytes += shots.iter().map(json_size).sum::<usize>();
+        let writes = shots
+            .into_iter()
+            .map(|e| EntityWrite::Upsert {
+                entity: e,
+                floor: 0,
+                event_id: 0,
+            })
+            .collect();
+        generate += t.elapsed();
+        let t = Instant::now();
+        store
+            .commit(WriteBatch {
+                writes,
+                ..WriteBatch::default()
+            })
+            .await
+            .expect("load a batch of shots");
+        load += t.elapsed();
+        id = end;
+    }
+    let loaded = a.entities as f64;
+    println!(
+        "load: {} shots in {:.1} s ({:.0} entities/s; generation took {:.1} s more)",
+        a.entities,
+        load.as_secs_f64(),
+        loaded / load.as_secs_f64(),
+        generate.as_secs_f64()
+    );
+    let t = Instant::now();
+    store.analyze().await.expect("analyze");
+    store.checkpoint().await.expect("checkpoint");
+    println!("analyze + checkpoint: {:.1} s", t.elapsed().as_secs_f64());
+
+    // 5. File size relative to the JSON size of the same data (measured right after the import).
+    let file = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    println!(
+        "file size: {:.1} MiB for {:.1} MiB of api3 JSON (ratio {:.2}) (target <= 2.0)",
+        file as f64 / 1048576.0,
+        json_bytes as f64 / 1048576.0,
+        file as f64 / json_bytes as f64
+    );
+
+    // 1. Indexed find: project is X and status is Y, 50 rows.
+    let mut samples = Vec::new();
+    for i in 0..2_000 {
+        let p = 1 + i % PROJECTS;
+        let st = STATUSES[(i as usize / 3) % STATUSES.len()];
+        let q = query(
+            serde_json::json!([["project", "is", {"type": "Project", "id": p}], ["sg_status_list", "is", st]]),
+            Some(50),
+        );
+        let t = Instant::now();
+        let rows = store.find(&q).await.expect("indexed find");
+        samples.push(t.elapsed());
+        assert_eq!(rows.len(), 50, "the indexed find fills its page");
+    }
+    println!(
+        "indexed find (project is X and status is Y, 50 rows): p50 {} p99 {} (target p50 <= 200 µs)",
+        us(pct(samples.clone(), 0.5)),
+        us(pct(samples, 0.99))
+    );
+
+    // 2. Two-hop deep-link filter.
+    let mut samples = Vec::new();
+    let mut matched = 0;
+    for i in 0..200 {
+        let q = query(
+            serde_json::json!([[
+                "sg_sequence.Sequence.code",
+                "contains",
+                format!("SQ{:02}", 10 + i % 40)
+            ]]),
+            Some(50),
+        );
+        let (d, n) = timed(async { store.find(&q).await.expect("deep-link find").len() }).await;
+        samples.push(d);
+        matched += n;
+    }
+    println!(
+        "deep-link find (sg_sequence.Sequence.code contains ..., 50 rows): p50 {} p99 {} ({matched} rows over 200 runs)",
+        us(pct(samples.clone(), 0.5)),
+        us(pct(samples, 0.99))
+    );
+    let cq = CountQuery {
+        entity_type: "Shot".into(),
+        filter: filter(serde_json::json!([[
+            "sg_sequence.Sequence.code",
+            "contains",
+            "SQ01"
+        ]])),
+        retired_only: false,
+        now: DateTime::now(),
+    };
+    let t = Instant::now();
+    let n = store.count(&cq).await.expect("deep-link count");
+    println!(
+        "deep-link count (sg_sequence.Sequence.code contains SQ01): {n} rows in {}",
+        us(t.elapsed())
+    );
+
+    // 3. Text contains on an unindexed field (a scan).
+    let mut samples = Vec::new();
+    let mut found = 0;
+    for w in ["zzz", "crane static", "HERO crowd"] {
+        let q = query(
+            serde_json::json!([["description", "contains", w]]),
+            Some(50),
+        );
+        let (d, n) = timed(async { store.find(&q).await.expect("scan find").len() }).await;
+        samples.push(d);
+        found += n;
+        let cq = CountQuery {
+            entity_type: "Shot".into(),
+            filter: q.filter.clone(),
+            retired_only: false,
+            now: DateTime::now(),
+        };
+        let (d, n) = timed(async { store.count(&cq).await.expect("scan count") as usize }).await;
+        println!(
+            "unindexed text contains {w:?}: count {n} rows in {:.1} ms",
+            d.as_secs_f64() * 1e3
+        );
+    }
+    println!(
+        "unindexed text contains (find, 50 rows): p50 {} over {} queries ({found} rows)",
+        us(pct(samples, 0.5)),
+        3
+    );
+
+    // 4. Batch upsert of 10,000 entities (journaled, as the syncer's live path): new rows, then updates.
+    let base = a.entities + 1;
+    let fresh: Vec<EntityWrite> = (base..base + 10_000)
+        .map(|i| EntityWrite::Upsert {
+            entity: shot(&mut rng, i, now),
+            floor: 0,
+            event_id: i,
+        })
+        .collect();
+    let t = Instant::now();
+    let r = store
+        .commit(WriteBatch {
+            writes: fresh,
+            journal: true,
+            ..WriteBatch::default()
+        })
+        .await
+        .expect("batch upsert");
+    let d = t.elapsed();
+    println!(
+        "batch upsert of 10,000 new entities (journaled): {:.0} entities/s ({} journal entries) (target >= 50,000/s)",
+        10_000.0 / d.as_secs_f64(),
+        r.journal.len()
+    );
+    let updates: Vec<EntityWrite> = (1..=10_000)
+        .map(|i| EntityWrite::Upsert {
+            entity: shot(&mut rng, i * (a.entities / 10_000).max(1), now),
+            floor: 0,
+            event_id: base + 20_000 + i,
+        })
+        .collect();
+    let t = Instant::now();
+    store
+        .commit(WriteBatch {
+            writes: updates,
+            journal: true,
+            ..WriteBatch::default()
+        })
+        .await
+        .expect("batch update");
+    println!(
+        "batch upsert of 10,000 existing entities (journaled updates): {:.0} entities/s",
+        10_000.0 / t.elapsed().as_secs_f64()
+    );
+}
