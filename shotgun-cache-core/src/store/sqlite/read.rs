@@ -17,7 +17,7 @@ use super::rows::{self, RowSql};
 use super::sql_err;
 use crate::model::{DateTime, Entity, Value};
 use crate::query::{FindQuery, MemorySource, Record, project};
-use crate::store::{CountQuery, JournalEntry, StoreError, TypeState};
+use crate::store::{CountQuery, JournalEntry, StoreError, TypeLayout, TypeState};
 
 /// Loads full entities of one type by id (missing ids are skipped).
 pub(crate) fn load_many(
@@ -25,12 +25,32 @@ pub(crate) fn load_many(
     cat: &Catalog,
     entity_type: &str,
     ids: &[i64],
+    only: Option<&BTreeSet<String>>,
 ) -> Result<Vec<Entity>, StoreError> {
     let tc = cat.get(entity_type)?;
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let sql = RowSql::live(tc);
+    // Reading only the fields a projection needs keeps wide rows cheap.
+    let narrowed;
+    let layout = match only {
+        None => &tc.layout,
+        Some(only) => {
+            narrowed = TypeLayout {
+                entity_type: tc.layout.entity_type.clone(),
+                fields: tc
+                    .layout
+                    .fields
+                    .iter()
+                    .filter(|f| only.contains(&f.name))
+                    .cloned()
+                    .collect(),
+                indexed: Vec::new(),
+            };
+            &narrowed
+        }
+    };
+    let sql = RowSql::new(layout, tc.table(), tc.multi_table());
     let q = format!(
         "SELECT {} FROM {} AS t WHERE t.id IN (SELECT value FROM json_each(?1))",
         sql.select_cols, sql.table
@@ -41,10 +61,9 @@ pub(crate) fn load_many(
         .query(params![serde_json::to_string(ids).unwrap_or_default()])
         .map_err(sql_err)?;
     while let Some(r) = q.next().map_err(sql_err)? {
-        rows_out.push(rows::decode_row(&tc.layout, r, 0)?.entity);
+        rows_out.push(rows::decode_row(layout, r, 0)?.entity);
     }
-    if tc
-        .layout
+    if layout
         .fields
         .iter()
         .any(|f| f.data_type == crate::model::DataType::MultiEntity)
@@ -84,14 +103,16 @@ fn load_into(
     cat: &Catalog,
     src: &mut MemorySource,
     wanted: BTreeMap<String, BTreeSet<i64>>,
+    needed: &BTreeMap<String, BTreeSet<String>>,
 ) -> Result<Vec<(String, i64)>, StoreError> {
+    let none = BTreeSet::new();
     let mut loaded = Vec::new();
     for (t, ids) in wanted {
         let ids: Vec<i64> = ids
             .into_iter()
             .filter(|id| src.get(&t, *id).is_none())
             .collect();
-        for e in load_many(conn, cat, &t, &ids)? {
+        for e in load_many(conn, cat, &t, &ids, Some(needed.get(&t).unwrap_or(&none)))? {
             loaded.push((t.clone(), e.id));
             src.insert(e);
         }
@@ -126,7 +147,19 @@ pub(crate) fn find(
     for t in cat.types.keys() {
         src.declare_type(t.clone());
     }
-    for e in load_many(conn, cat, &q.entity_type, &ids)? {
+    // The fields each type must be read with: the hop fields and leaves of the return fields.
+    let mut needed: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for path in q.fields.iter().filter(|p| !p.hops.iter().any(|h| h.multi)) {
+        let mut t = q.entity_type.clone();
+        for hop in &path.hops {
+            needed.entry(t).or_default().insert(hop.field.clone());
+            t = hop.target_type.clone();
+        }
+        needed.entry(t).or_default().insert(path.leaf.clone());
+    }
+    let none = BTreeSet::new();
+    let root_fields = Some(needed.get(&q.entity_type).unwrap_or(&none));
+    for e in load_many(conn, cat, &q.entity_type, &ids, root_fields)? {
         src.insert(e);
     }
     // Load what the return fields reach: for each path, the targets of every single hop, then the
@@ -145,13 +178,13 @@ pub(crate) fn find(
                 .iter()
                 .flat_map(|(t, ids)| ids.iter().map(move |id| (t.clone(), *id)))
                 .collect();
-            load_into(conn, cat, &mut src, wanted)?;
+            load_into(conn, cat, &mut src, wanted, &needed)?;
             level = next;
         }
         let mut wanted = BTreeMap::new();
         let ents: Vec<&Entity> = level.iter().filter_map(|(t, id)| src.get(t, *id)).collect();
         targets_of(&ents, &path.leaf, None, cat, &mut wanted);
-        load_into(conn, cat, &mut src, wanted)?;
+        load_into(conn, cat, &mut src, wanted, &needed)?;
     }
     Ok(ids
         .iter()

@@ -4,7 +4,7 @@
 //! The guard rules (see `store` and `model::entity`) are applied here in Rust on the row read back from
 //! the table; the SQL is plain keyed reads and writes through cached prepared statements.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use rusqlite::{Connection, params};
 
@@ -60,6 +60,47 @@ struct Target<'a> {
     sql: RowSql,
     /// Whether the writes are journaled (snapshots are only built then).
     journal: bool,
+    /// Ids that may exist in the table (every id of the batch that existed before it, plus the rows
+    /// it created): an id outside it needs no lookup, which keeps imports of new rows fast.
+    maybe_present: HashSet<i64>,
+}
+
+impl<'a> Target<'a> {
+    fn new(
+        conn: &Connection,
+        layout: &'a TypeLayout,
+        display_field: Option<&'a str>,
+        sql: RowSql,
+        journal: bool,
+        writes: &[EntityWrite],
+    ) -> Result<Target<'a>, StoreError> {
+        let ids: Vec<i64> = writes
+            .iter()
+            .filter(|w| write_type(w).0 == layout.entity_type)
+            .map(|w| write_type(w).1)
+            .collect();
+        let q = format!(
+            "SELECT id FROM {} WHERE id IN (SELECT value FROM json_each(?1))",
+            sql.table
+        );
+        let mut stmt = conn.prepare_cached(&q).map_err(sql_err)?;
+        let maybe_present = stmt
+            .query_map(
+                params![serde_json::to_string(&ids).unwrap_or_default()],
+                |r| r.get(0),
+            )
+            .map_err(sql_err)?
+            .collect::<Result<HashSet<i64>, _>>()
+            .map_err(sql_err)?;
+        drop(stmt);
+        Ok(Target {
+            layout,
+            display_field,
+            sql,
+            journal,
+            maybe_present,
+        })
+    }
 }
 
 /// What applying one write produced.
@@ -124,10 +165,17 @@ fn write_type(w: &EntityWrite) -> (&str, i64) {
 }
 
 /// Applies one write to one table pair.
-fn apply(conn: &Connection, tgt: &Target<'_>, w: &EntityWrite) -> Result<Applied, StoreError> {
+fn apply(conn: &Connection, tgt: &mut Target<'_>, w: &EntityWrite) -> Result<Applied, StoreError> {
     let layout = tgt.layout;
     let (_, id) = write_type(w);
-    let existing = rows::load(conn, layout, &tgt.sql, id)?;
+    let existing = if tgt.maybe_present.contains(&id) {
+        rows::load(conn, layout, &tgt.sql, id)?
+    } else {
+        None
+    };
+    if matches!(w, EntityWrite::Upsert { .. }) {
+        tgt.maybe_present.insert(id);
+    }
     match w {
         EntityWrite::Upsert {
             entity,
@@ -430,14 +478,19 @@ pub(crate) fn commit(
     for w in &batch.writes {
         let (t, _) = write_type(w);
         let tc: &TypeCat = cat.get(t)?;
-        let tgt = live
-            .entry(tc.layout.entity_type.as_str())
-            .or_insert_with(|| Target {
-                layout: &tc.layout,
-                display_field: tc.display_field.as_deref(),
-                sql: RowSql::live(tc),
-                journal: batch.journal,
-            });
+        let key = tc.layout.entity_type.as_str();
+        if !live.contains_key(key) {
+            let tgt = Target::new(
+                conn,
+                &tc.layout,
+                tc.display_field.as_deref(),
+                RowSql::live(tc),
+                batch.journal,
+                &batch.writes,
+            )?;
+            live.insert(key, tgt);
+        }
+        let tgt = live.get_mut(key).expect("the target was just inserted");
         let a = apply(conn, tgt, w)?;
         result.outcomes.push(a.outcome);
         if batch.journal {
@@ -454,24 +507,21 @@ pub(crate) fn commit(
                 "entity type {t} has no staging copy (call begin_staging first)"
             )));
         };
-        let tgt = staging
-            .entry(tc.layout.entity_type.as_str())
-            .or_insert_with(|| {
-                let display_field = tc
-                    .display_field
-                    .as_deref()
-                    .filter(|d| layout.fields.iter().any(|f| f.name == *d));
-                Target {
-                    layout,
-                    display_field,
-                    journal: false,
-                    sql: RowSql::new(
-                        layout,
-                        catalog::entity_table(t, *generation),
-                        catalog::multi_table(t, *generation),
-                    ),
-                }
-            });
+        let key = tc.layout.entity_type.as_str();
+        if !staging.contains_key(key) {
+            let display_field = tc
+                .display_field
+                .as_deref()
+                .filter(|d| layout.fields.iter().any(|f| f.name == *d));
+            let sql = RowSql::new(
+                layout,
+                catalog::entity_table(t, *generation),
+                catalog::multi_table(t, *generation),
+            );
+            let tgt = Target::new(conn, layout, display_field, sql, false, &batch.staging)?;
+            staging.insert(key, tgt);
+        }
+        let tgt = staging.get_mut(key).expect("the target was just inserted");
         apply(conn, tgt, w)?;
     }
     for s in &batch.type_states {
