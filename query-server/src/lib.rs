@@ -149,9 +149,10 @@ pub fn open_store(config: &StoreConfig) -> anyhow::Result<Arc<dyn Store>> {
             .with_context(|| format!("open the SQLite store at {}", config.sqlite_path))?;
             Ok(Arc::new(store))
         }
-        Backend::Rethinkdb => anyhow::bail!(
-            "store.backend = \"rethinkdb\" is not supported by this query-server build yet; use \"sqlite\""
-        ),
+        // Connects on first use, so the server starts (NOT_SERVING) while RethinkDB is unreachable.
+        Backend::Rethinkdb => Ok(Arc::new(
+            shotgun_cache_core::store::rethinkdb::RethinkStore::open_lazy(config),
+        )),
     }
 }
 

@@ -95,6 +95,8 @@ struct Inner {
     /// One batch at a time, so journal sequence numbers become visible in order.
     write_lock: tokio::sync::Mutex<()>,
     feed: read::Feed,
+    /// When the layouts were last read from the database (another process may change them).
+    catalog_at: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 const FIXED_TABLES: [&str; 6] = ["journal", "meta", "state", "type_state", "schema", "copies"];
@@ -108,8 +110,23 @@ impl RethinkStore {
 
     /// Connects with explicit settings (tests use their own database name).
     pub async fn connect_with(opts: RethinkOptions) -> Result<RethinkStore, StoreError> {
+        let store = RethinkStore::open_lazy_with(opts);
+        store.bootstrap().await?;
+        store.refresh_catalog().await?;
+        Ok(store)
+    }
+
+    /// A store that connects on first use and never creates anything: for readers (the
+    /// query-server), which must start while RethinkDB is unreachable and then answer
+    /// `Unavailable` until it is back. No I/O happens here.
+    pub fn open_lazy(config: &StoreConfig) -> RethinkStore {
+        RethinkStore::open_lazy_with(RethinkOptions::from_config(config))
+    }
+
+    /// [`open_lazy`](Self::open_lazy) with explicit settings.
+    pub fn open_lazy_with(opts: RethinkOptions) -> RethinkStore {
         let size = opts.pool_size.max(1);
-        let store = RethinkStore {
+        RethinkStore {
             inner: Arc::new(Inner {
                 pool: (0..size).map(|_| tokio::sync::Mutex::new(None)).collect(),
                 next: AtomicUsize::new(0),
@@ -117,12 +134,25 @@ impl RethinkStore {
                 schema: RwLock::new(None),
                 write_lock: tokio::sync::Mutex::new(()),
                 feed: read::Feed::default(),
+                catalog_at: std::sync::Mutex::new(None),
                 opts,
             }),
-        };
-        store.bootstrap().await?;
-        store.refresh_catalog().await?;
-        Ok(store)
+        }
+    }
+
+    /// Reloads the layouts when they were never read or are older than a few seconds (the syncer,
+    /// another process, changes them with `prepare`).
+    pub(crate) async fn fresh_catalog(&self) -> Result<(), StoreError> {
+        let stale = self
+            .inner
+            .catalog_at
+            .lock()
+            .expect("catalog clock lock is never poisoned")
+            .is_none_or(|t| t.elapsed() > Duration::from_secs(5));
+        if stale {
+            self.refresh_catalog().await?;
+        }
+        Ok(())
     }
 
     /// The database this store uses.
@@ -300,6 +330,11 @@ impl RethinkStore {
     /// Reloads layouts and schema from the database into the in-process cache.
     pub(crate) async fn refresh_catalog(&self) -> Result<(), StoreError> {
         let docs = self.list(self.tbl("schema")).await?;
+        *self
+            .inner
+            .catalog_at
+            .lock()
+            .expect("catalog clock lock is never poisoned") = Some(std::time::Instant::now());
         for d in docs {
             match d.get("id").and_then(Json::as_str) {
                 Some("layouts") => {
@@ -335,6 +370,7 @@ impl RethinkStore {
 
     /// The layout of a cached type (refreshing the cache once on a miss).
     pub(crate) async fn layout(&self, entity_type: &str) -> Result<TypeLayout, StoreError> {
+        self.fresh_catalog().await?;
         if let Some(l) = self
             .inner
             .layouts

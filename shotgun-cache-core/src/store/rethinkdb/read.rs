@@ -356,6 +356,7 @@ pub(super) async fn journal_after(
     if n == 0 {
         return Ok(Vec::new());
     }
+    store.fresh_catalog().await?;
     let sel = op_opts(
         T::Between,
         vec![store.tbl("journal"), json!(after), op(T::Maxval, vec![])],
