@@ -1093,3 +1093,86 @@ fn random_condition(rng: &mut StdRng, now: DateTime) -> Json {
         ]),
     }
 }
+
+// ---- server restarts -------------------------------------------------------------------------------
+
+/// Starts a private reqlite with `scripts/reqlite/start` on `port`; returns its pid.
+fn start_private_reqlite(port: u16) -> Option<u32> {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let out = std::process::Command::new(format!("{root}/scripts/reqlite/start"))
+        .arg(format!("{root}/.cache/reqlite"))
+        .arg(port.to_string())
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+}
+
+fn free_port() -> u16 {
+    // reqlite listens on 28015+N, so the port must be above 28015; ephemeral ports are.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    l.local_addr().expect("local address").port()
+}
+
+/// While the server is down calls fail fast with `Unavailable`; after it restarts the same store
+/// object works again without being rebuilt (broken pooled connections are replaced).
+#[tokio::test]
+async fn reconnects_after_server_restart() {
+    if std::env::var("SHOTGUN_CACHE_TEST_REQLITE")
+        .map(|v| v.is_empty())
+        .unwrap_or(true)
+    {
+        eprintln!(
+            "SKIPPED reconnects_after_server_restart: needs the reqlite install of scripts/test-rethinkdb (it restarts a private server; a real RethinkDB cannot be restarted from a test)"
+        );
+        return;
+    }
+    let port = free_port();
+    let Some(pid) = start_private_reqlite(port) else {
+        panic!("scripts/reqlite/start could not start a private reqlite on port {port}");
+    };
+    let store = RethinkStore::open_lazy_with(RethinkOptions {
+        address: format!("127.0.0.1:{port}"),
+        database: "restart".into(),
+        user: "admin".into(),
+        password: String::new(),
+        pool_size: 2,
+        timeout: Duration::from_secs(3),
+    });
+    store.ping().await.expect("ping while up");
+    store
+        .ping()
+        .await
+        .expect("ping on the second pooled connection");
+    let kill = |pid: u32| {
+        let _ = std::process::Command::new("kill")
+            .arg(pid.to_string())
+            .status();
+    };
+    kill(pid);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for _ in 0..3 {
+        let started = std::time::Instant::now();
+        match store.ping().await {
+            Err(shotgun_cache_core::store::StoreError::Unavailable(_)) => {}
+            other => panic!("expected Unavailable while the server is down, got {other:?}"),
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "a call while down took {:?}",
+            started.elapsed()
+        );
+    }
+    let Some(pid2) = start_private_reqlite(port) else {
+        panic!("could not restart reqlite on port {port}");
+    };
+    let mut ok = false;
+    for _ in 0..20 {
+        if store.ping().await.is_ok() {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    kill(pid2);
+    assert!(ok, "the store did not reconnect after the server came back");
+}
