@@ -58,8 +58,8 @@ pub struct SimConfig {
     pub faults: Faults,
     /// Initial event-log knobs (visibility delay, out-of-order commits, gaps).
     pub events: EventKnobs,
-    /// Deleting a Shot/Asset/Sequence also retires the Versions, Tasks and PublishedFiles linked to it
-    /// through `entity` (observed on a real site, GT 060). Default true.
+    /// Deleting a row also retires the Versions and Tasks linked to it through `entity` (observed for
+    /// Versions of a deleted Shot on a real site, GT 060). Default true.
     pub cascade_retire: bool,
     /// Whether cascaded retirements and revivals are logged. The real behaviour is unknown; the
     /// default (false) is the harsh choice: only a `retired_only` scan finds them.
