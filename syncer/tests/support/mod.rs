@@ -33,8 +33,37 @@ pub async fn start_sim(scale: u64) -> RunningSim {
     .expect("simulator starts")
 }
 
+/// The ReQL server the end-to-end tests use instead of SQLite, when one is configured:
+/// `SHOTGUN_CACHE_TEST_RETHINKDB=host:port` (a real RethinkDB) or `SHOTGUN_CACHE_TEST_REQLITE`
+/// (the reqlite test server `scripts/test-rethinkdb` starts). Each test gets its own database,
+/// named from its temporary store path.
+pub fn rethinkdb_target() -> Option<String> {
+    ["SHOTGUN_CACHE_TEST_RETHINKDB", "SHOTGUN_CACHE_TEST_REQLITE"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+}
+
+fn rethinkdb_database(db: &Path) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    db.hash(&mut h);
+    format!("sgc_e2e_{:016x}", h.finish())
+}
+
 /// A config for a syncer against `sim`, caching `types` with every cacheable field.
 pub fn config_text(sim_url: &str, db: &Path, types: &[&str], extra: &str) -> String {
+    if let Some(addr) = rethinkdb_target() {
+        let store = format!(
+            "[store]\nbackend = \"rethinkdb\"\nrethinkdb_address = \"{addr}\"\nrethinkdb_database = \"{}\"\n",
+            rethinkdb_database(db)
+        );
+        let sqlite = format!("[store]\nsqlite_path = \"{}\"\n", db.display());
+        return config_text_sqlite(sim_url, db, types, extra).replace(&sqlite, &store);
+    }
+    config_text_sqlite(sim_url, db, types, extra)
+}
+
+fn config_text_sqlite(sim_url: &str, db: &Path, types: &[&str], extra: &str) -> String {
     let mut s = format!(
         "[site]\nurl = \"{sim_url}\"\nscript_name = \"cache\"\n\n[store]\nsqlite_path = \"{}\"\n\n[syncer]\nadmin_listen = \"127.0.0.1:0\"\ngrpc_listen = \"127.0.0.1:0\"\npoll_interval_ms = 100\npage_size = 200\nimport_concurrency = 4\nreconcile_interval_secs = 3600\n{extra}\n",
         db.display()
@@ -161,6 +190,17 @@ pub async fn http_request(
 }
 
 pub fn open_store(db: &Path) -> Arc<dyn Store> {
+    if let Some(address) = rethinkdb_target() {
+        use shotgun_cache_core::store::rethinkdb::{RethinkOptions, RethinkStore};
+        return Arc::new(RethinkStore::open_lazy_with(RethinkOptions {
+            address,
+            database: rethinkdb_database(db),
+            user: "admin".into(),
+            password: std::env::var("SHOTGUN_CACHE_TEST_RETHINKDB_PASSWORD").unwrap_or_default(),
+            pool_size: 4,
+            timeout: Duration::from_secs(30),
+        }));
+    }
     Arc::new(SqliteStore::open(db).expect("open the store file"))
 }
 
