@@ -299,12 +299,16 @@ def test_errors_are_the_sites(cache, site, answered_by):
     assert str(through.value) == str(direct.value)
 
 
-def test_unknown_credentials_are_refused(cache):
+def test_unknown_credentials_are_refused_as_the_site_does(cache):
     import os
-    bad = shotgun_api3.Shotgun(os.environ["API3_CACHE_URL"], os.environ["API3_SCRIPT"], "wrong-key", connect=False)
-    with pytest.raises(shotgun_api3.AuthenticationFault) as e:
-        bad.find("Shot", [], ["code"])
-    assert "Can't authenticate script" in str(e.value)
+    messages = []
+    for url in (os.environ["API3_CACHE_URL"], os.environ["API3_SITE_URL"]):
+        bad = shotgun_api3.Shotgun(url, os.environ["API3_SCRIPT"], "wrong-key", connect=False)
+        with pytest.raises(shotgun_api3.AuthenticationFault) as e:
+            bad.find("Shot", [], ["code"])
+        messages.append(str(e.value))
+    assert messages[0] == messages[1]
+    assert "Can't authenticate script" in messages[0]
 
 
 def test_include_archived_projects_false(cache, site, answered_by):

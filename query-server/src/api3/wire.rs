@@ -118,11 +118,10 @@ pub(crate) fn check_auth(auth: &Auth, clients: &[(String, String)]) -> Result<()
                     "The cache has no api3 clients configured (SHOTGUN_CACHE_API3__CLIENTS), so it accepts no script.",
                 ))
             } else {
+                // The site's own wording, so a script sees the same message with or without the cache.
                 Err(Fault::new(
                     ERR_AUTH,
-                    format!(
-                        "Can't authenticate script '{name}' with the cache: unknown script name or wrong key."
-                    ),
+                    format!("Can't authenticate script '{name}'"),
                 ))
             }
         }
