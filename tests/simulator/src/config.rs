@@ -64,6 +64,9 @@ pub struct SimConfig {
     /// Whether cascaded retirements and revivals are logged. The real behaviour is unknown; the
     /// default (false) is the harsh choice: only a `retired_only` scan finds them.
     pub cascade_events: bool,
+    /// The first EventLogEntry id handed out (real sites' logs start in the hundreds of thousands or
+    /// millions; 1 by default).
+    pub first_event_id: i64,
 }
 
 impl Default for SimConfig {
@@ -91,6 +94,7 @@ impl Default for SimConfig {
             events: EventKnobs::default(),
             cascade_retire: true,
             cascade_events: false,
+            first_event_id: 1,
         }
     }
 }

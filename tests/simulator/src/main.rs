@@ -54,6 +54,9 @@ struct Args {
     /// Fraction of event ids never committed (permanent gaps).
     #[arg(long, default_value_t = 0.0)]
     gap_rate: f64,
+    /// The first event-log id (a real site's log starts far above 1).
+    #[arg(long, default_value_t = 1)]
+    first_event_id: i64,
     /// Comma-separated entity types to keep from the schema (default: all).
     #[arg(long, value_delimiter = ',')]
     types: Option<Vec<String>>,
@@ -109,6 +112,7 @@ async fn main() -> anyhow::Result<()> {
             gap_rate: a.gap_rate,
             ..EventKnobs::default()
         },
+        first_event_id: a.first_event_id,
         ..SimConfig::default()
     };
     let sim = Simulator::start(config).await?;

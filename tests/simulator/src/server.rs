@@ -61,6 +61,7 @@ pub fn build_site(config: &SimConfig) -> anyhow::Result<(Arc<Site>, GenerationRe
         config.cascade_retire,
         config.cascade_events,
     ));
+    site.set_first_event_id(config.first_event_id);
     let started = Instant::now();
     let mut report = generate::generate(&site, config.scale, config.seed);
     report.seconds = started.elapsed().as_secs_f64();

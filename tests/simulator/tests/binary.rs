@@ -33,6 +33,8 @@ async fn binary_serves_a_generated_site() {
                 "k3y",
                 "--token-ttl",
                 "120",
+                "--first-event-id",
+                "500000",
             ])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -111,4 +113,8 @@ async fn binary_serves_a_generated_site() {
         .await
         .unwrap();
     assert!(ev["data"].as_array().unwrap().len() > 10);
+    assert!(
+        ev["data"][0]["id"].as_i64().unwrap() >= 500_000,
+        "event ids start at --first-event-id"
+    );
 }

@@ -405,6 +405,17 @@ async fn record_shapes_and_live_links() {
     assert!(r["relationships"]["playlists"]["data"].is_array());
     assert!(r["relationships"]["entity"]["links"]["related"].is_string());
 
+    // The relationship endpoint the links point at.
+    let (s, rel) = h
+        .get(
+            r["relationships"]["entity"]["links"]["self"]
+                .as_str()
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(rel["data"], *ent);
+
     // Rename the linked shot/asset: the link name changes; retire the task: the link reads null.
     let vid = r["id"].as_i64().unwrap();
     let (et, eid) = (

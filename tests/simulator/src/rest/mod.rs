@@ -46,6 +46,10 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/entity/{entity}/{id}",
             get(read_one).put(update).delete(delete).post(revive),
         )
+        .route(
+            "/api/v1/entity/{entity}/{id}/relationships/{field}",
+            get(relationship),
+        )
         .route("/api/v1/schema", get(schema_all))
         .route("/api/v1/schema/{entity}", get(schema_entity))
         .route("/api/v1/schema/{entity}/fields", get(schema_fields))
@@ -798,6 +802,46 @@ async fn read_one(
             StatusCode::OK,
             json!({"data": render::record(&row), "links": {"self": format!("/api/v1/entity/{}/{id}", slug(&t))}}),
         ),
+        Err(e) => site_error(&e),
+    }
+}
+
+/// `GET /api/v1/entity/{type}/{id}/relationships/{field}`: one link field of one row.
+async fn relationship(
+    State(state): State<AppState>,
+    Path((entity, id, field)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = authorize(&state, &headers) {
+        return r;
+    }
+    let t = match resolve(&state, &entity) {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    let id = match parse_id(&id, &t) {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    match state
+        .site
+        .read_one(&t, id, &Fields::Only(vec![field.clone()]), false)
+    {
+        Ok(row) => match row
+            .fields
+            .iter()
+            .find(|f| f.name == field && f.data_type.is_link())
+        {
+            Some(f) => json_response(
+                StatusCode::OK,
+                json!({"data": render::rest_value(f.data_type, &f.value),
+                       "links": {"self": format!("/api/v1/entity/{}/{id}/relationships/{field}", slug(&t))}}),
+            ),
+            None => site_error(&SiteError::UnknownSchemaField {
+                entity_type: t,
+                field,
+            }),
+        },
         Err(e) => site_error(&e),
     }
 }

@@ -98,7 +98,10 @@ pub enum SiteError {
     },
     /// A filter the shared validator rejected; `field` is the `Type.field` at fault when known.
     #[error("{message}")]
-    BadFilter { message: String, field: Option<String> },
+    BadFilter {
+        message: String,
+        field: Option<String>,
+    },
     #[error("{entity_type}: {id} not found")]
     NotFound { entity_type: String, id: i64 },
     #[error("API {verb}() {entity_type}.{field}: {message}")]
@@ -241,10 +244,20 @@ impl Site {
 
     pub(crate) fn read_state(&self) -> RwLockReadGuard<'_, State> {
         if self.has_pending.load(Ordering::Acquire) {
-            let mut st = self.state.write();
-            st.commit_due(Instant::now());
-            self.has_pending
-                .store(!st.pending.is_empty(), Ordering::Release);
+            let now = Instant::now();
+            // Readers only queue for the write lock when some reserved event is actually due.
+            let due = self
+                .state
+                .read()
+                .pending
+                .values()
+                .any(|p| p.visible_at <= now);
+            if due {
+                let mut st = self.state.write();
+                st.commit_due(now);
+                self.has_pending
+                    .store(!st.pending.is_empty(), Ordering::Release);
+            }
         }
         self.state.read()
     }
@@ -573,6 +586,12 @@ impl Site {
     pub fn event_log(&self, after: i64) -> Vec<TruthRow> {
         let st = self.read_state();
         read::event_log(&st, after)
+    }
+
+    /// Starts the event-id sequence at `first` (a real site's log starts far above 1). Only raises it.
+    pub fn set_first_event_id(&self, first: i64) {
+        let mut st = self.state.write();
+        st.next_event_id = st.next_event_id.max(first);
     }
 
     /// Ids reserved but not yet visible (out-of-order commits in flight).
