@@ -408,6 +408,9 @@ async fn memory() {
 
 #[tokio::main]
 async fn main() {
+    if std::env::var("RUST_LOG").is_ok() {
+        shotgun_cache_syncer::init_logging();
+    }
     let what = std::env::args().nth(1).unwrap_or_else(|| "all".into());
     if what == "catchup" || what == "all" {
         catchup().await;

@@ -698,20 +698,41 @@ impl Engine {
     /// One poll of the event log: read new events and the open gaps, apply them, commit with the
     /// cursor. Returns how many events were read (a full page means "poll again at once").
     pub async fn poll_once(&self, query_gaps: bool) -> Result<usize, EngineError> {
-        let cursor = self.cursor.lock().await.clone();
+        let mut cursor = self.cursor.lock().await.clone();
         let page = self.page_size();
         let mut events = self.site.events_after(cursor.head, page).await?;
+        let mut n_new = events.len();
         let timeout_ms = (self.config.syncer.gap_timeout_secs * 1000) as i64;
         let query_gaps = query_gaps || cursor.expiring(now_ms(), timeout_ms);
         if query_gaps && !cursor.gaps.is_empty() {
             let gaps = cursor.gap_ids(500);
             events.extend(self.site.events_in(&gaps).await?);
         }
-        events.sort_by_key(|e| e.id);
-        events.dedup_by_key(|e| e.id);
-        let n_read = events.len();
-        self.apply_events(cursor, events).await?;
-        Ok(n_read)
+        // Catching up: while pages come back full, the next page is fetched while this one is
+        // applied (at most a few pages per call, so reconciliation and trimming get their turn).
+        for round in 0..16 {
+            events.sort_by_key(|e| e.id);
+            events.dedup_by_key(|e| e.id);
+            let full = n_new >= page as usize;
+            let next_after = events
+                .iter()
+                .map(|e| e.id)
+                .max()
+                .unwrap_or(cursor.head)
+                .max(cursor.head);
+            let prefetch = (full && round < 15).then(|| {
+                let site = self.site.clone();
+                tokio::spawn(async move { site.events_after(next_after, page).await })
+            });
+            self.apply_events(cursor, events).await?;
+            let Some(next) = prefetch else { break };
+            events = next
+                .await
+                .map_err(|e| EngineError::Other(format!("event prefetch task failed: {e}")))??;
+            n_new = events.len();
+            cursor = self.cursor.lock().await.clone();
+        }
+        Ok(n_new)
     }
 
     /// The fallback when a batch keeps failing in the store: the next events are applied one per
@@ -772,6 +793,7 @@ impl Engine {
         mut cursor: Cursor,
         events: Vec<crate::site::Event>,
     ) -> Result<(), EngineError> {
+        let t_start = Instant::now();
         let now = now_ms();
         let plans = self.plans.read().await.clone();
         let schema = self.schema.read().await.clone();
@@ -867,18 +889,24 @@ impl Engine {
                 false
             });
         }
+        // Entities that link to revived ones: one query per (type, link field) for all of them.
+        let mut revived: BTreeMap<String, (Vec<shotgun_cache_core::model::EntityRef>, i64)> =
+            BTreeMap::new();
         for (t, id, ev) in linkers {
-            let target = shotgun_cache_core::model::EntityRef::new(t.clone(), id);
+            let e = revived.entry(t.clone()).or_default();
+            e.0.push(shotgun_cache_core::model::EntityRef::new(t, id));
+            e.1 = e.1.max(ev);
+        }
+        for (t, (targets, ev)) in &revived {
             for p in plans.values() {
                 for f in &p.layout.fields {
-                    let may_link =
-                        f.valid_types.is_empty() || f.valid_types.iter().any(|v| *v == t);
+                    let may_link = f.valid_types.is_empty() || f.valid_types.iter().any(|v| v == t);
                     if !f.data_type.is_link() || !may_link {
                         continue;
                     }
                     for lid in self
                         .site
-                        .linking_ids(&p.entity_type, &f.name, &target)
+                        .linking_ids(&p.entity_type, &f.name, targets)
                         .await?
                     {
                         let e = rereads
@@ -886,7 +914,7 @@ impl Engine {
                             .or_default()
                             .entry(lid)
                             .or_insert(0);
-                        *e = (*e).max(ev);
+                        *e = (*e).max(*ev);
                     }
                 }
             }
@@ -928,8 +956,18 @@ impl Engine {
         };
         batch.schema = new_schema.clone();
         batch.state.insert("cursor".into(), cursor.to_json());
+        let t_commit = Instant::now();
         let result = self.commit_retrying(batch).await?;
         drop(guard);
+        tracing::debug!(
+            events = events.len(),
+            writes = all.len(),
+            rereads = rereads.values().map(BTreeMap::len).sum::<usize>(),
+            prepare_ms =
+                t_start.elapsed().as_millis() as u64 - t_commit.elapsed().as_millis() as u64,
+            commit_ms = t_commit.elapsed().as_millis() as u64,
+            "applied a batch"
+        );
         self.note_outcomes(&all, &result.outcomes).await;
         if let Some(j) = result.journal.last() {
             self.status.journal_head.store(j.seq, Ordering::Relaxed);

@@ -477,38 +477,47 @@ impl Site {
         Ok(out)
     }
 
-    /// Ids of rows (live) whose link field `field` points at `target`.
+    /// Ids of rows (live) whose link field `field` points at any of `targets`.
     pub async fn linking_ids(
         &self,
         entity_type: &str,
         field: &str,
-        target: &EntityRef,
+        targets: &[EntityRef],
     ) -> Result<Vec<i64>, SiteError> {
         let mut out = Vec::new();
-        let mut after = 0;
-        loop {
-            let filters = json!([[field, "is", {"type": target.entity_type, "id": target.id}], ["id", "greater_than", after]]);
-            let raw = self
-                .search_raw(
-                    entity_type,
-                    &filters,
-                    &["id".to_owned()],
-                    "id",
-                    500,
-                    ReturnOnly::Active,
-                )
-                .await?;
-            let n = raw.len();
-            for r in &raw {
-                if let Some(id) = r.get("id").and_then(Json::as_i64) {
-                    after = after.max(id);
-                    out.push(id);
+        for chunk in targets.chunks(100) {
+            let links: Vec<Json> = chunk
+                .iter()
+                .map(|t| json!({"type": t.entity_type, "id": t.id}))
+                .collect();
+            let mut after = 0;
+            loop {
+                let filters = json!([[field, "in", links], ["id", "greater_than", after]]);
+                let raw = self
+                    .search_raw(
+                        entity_type,
+                        &filters,
+                        &["id".to_owned()],
+                        "id",
+                        500,
+                        ReturnOnly::Active,
+                    )
+                    .await?;
+                let n = raw.len();
+                for r in &raw {
+                    if let Some(id) = r.get("id").and_then(Json::as_i64) {
+                        after = after.max(id);
+                        out.push(id);
+                    }
+                }
+                if n < 500 {
+                    break;
                 }
             }
-            if n < 500 {
-                return Ok(out);
-            }
         }
+        out.sort_unstable();
+        out.dedup();
+        Ok(out)
     }
 
     /// Rows changed since `since` (unix seconds, inclusive), live or retired, paged by id.
