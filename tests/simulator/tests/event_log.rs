@@ -116,6 +116,36 @@ async fn create_logs_new_then_in_create_changes() {
         assert_eq!(e["attributes"]["created_at"].as_str().unwrap().len(), 20);
     }
     assert_eq!(ev[0]["relationships"]["project"]["data"]["id"], project);
+
+    // The log is searchable by event_type, entity and created_at (and not by meta).
+    let (s, b) = h.search("event_log_entries", json!({"filters": [["event_type", "is", "Shotgun_Task_New"], ["id", "greater_than", start]]})).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["data"].as_array().unwrap().len(), 1);
+    let (_, b) = h
+        .search(
+            "event_log_entries",
+            json!({"filters": [["entity", "is", {"type": "Task", "id": task}]]}),
+        )
+        .await;
+    assert_eq!(
+        b["data"].as_array().unwrap().len(),
+        ev.len() - 1,
+        "every row but the Shot's reverse row"
+    );
+    let created = ev[0]["attributes"]["created_at"].as_str().unwrap();
+    let (_, b) = h
+        .search(
+            "event_log_entries",
+            json!({"filters": [["created_at", "less_than", created]], "fields": ["id"]}),
+        )
+        .await;
+    assert!(
+        b["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["id"].as_i64().unwrap() <= start)
+    );
 }
 
 /// update: one `_Change` per changed field with old/new and no `in_create`; unchanged fields and
