@@ -50,12 +50,7 @@ fn wrap(v: Json, editable: bool) -> Json {
 }
 
 /// The `schema_read` JSON of a new field.
-fn field_json(
-    entity_type: &str,
-    data_type: DataType,
-    display_name: &str,
-    props: &Json,
-) -> Json {
+fn field_json(entity_type: &str, data_type: DataType, display_name: &str, props: &Json) -> Json {
     let mut properties = serde_json::Map::new();
     properties.insert(
         "default_value".into(),
