@@ -371,6 +371,55 @@ async fn search_shapes_and_options() {
     assert_eq!(s, 400);
     assert_eq!(assert_envelope(&b, 400, 103), "sort array is not valid");
 
+    // Sorting on fields other than id (through the shared reference find), with paging after sorting.
+    let (s, b) = h
+        .search(
+            "shots",
+            json!({"sort": "code", "fields": ["code"], "page": {"size": 5000}}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let codes: Vec<String> = b["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["attributes"]["code"].as_str().unwrap().to_lowercase())
+        .collect();
+    assert!(
+        codes.len() > 10 && codes.windows(2).all(|w| w[0] <= w[1]),
+        "sorted by code"
+    );
+    let (_, b2) = h
+        .search(
+            "shots",
+            json!({"sort": "code", "fields": ["code"], "page": {"size": 5, "number": 2}}),
+        )
+        .await;
+    let page2: Vec<String> = b2["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["attributes"]["code"].as_str().unwrap().to_lowercase())
+        .collect();
+    assert_eq!(page2, codes[5..10].to_vec());
+    let (s, b) = h.search("shots", json!({"sort": "-sg_sequence.Sequence.code,id", "fields": ["sg_sequence.Sequence.code"], "page": {"size": 5000}})).await;
+    assert_eq!(s, 200);
+    let seqs: Vec<String> = b["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            r["attributes"]["sg_sequence.Sequence.code"]
+                .as_str()
+                .unwrap_or("")
+                .to_lowercase()
+        })
+        .collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] >= w[1]),
+        "sorted by a dotted path, descending"
+    );
+
     // Page bounds on _search.
     let (s, _) = h.search("shots", json!({"page": {"size": 5001}})).await;
     assert_eq!(s, 400);
