@@ -22,6 +22,8 @@ pub enum TokenError {
 #[derive(Debug, Clone)]
 struct Issued {
     script: String,
+    /// The HumanUser login the script acts as (`scope=sudo_as_login:<login>`).
+    sudo: Option<String>,
     expires: Instant,
 }
 
@@ -80,12 +82,17 @@ impl Auth {
 
     /// Issues a token pair for a script (or user) name.
     pub fn issue(&self, script: &str, user_id: i64) -> TokenPair {
+        self.issue_as(script, user_id, None)
+    }
+
+    /// Issues a token pair for a script acting as the user `sudo` (when given).
+    pub fn issue_as(&self, script: &str, user_id: i64, sudo: Option<&str>) -> TokenPair {
         let ttl = self.ttl();
         let now = Instant::now();
         let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
         let exp = time::OffsetDateTime::now_utc().unix_timestamp() + ttl.as_secs() as i64;
         let payload = serde_json::json!({
-            "user": {"type": "ApiUser", "id": user_id}, "sudo_as_login": null, "auth_type": "script",
+            "user": {"type": "ApiUser", "id": user_id}, "sudo_as_login": sudo, "auth_type": "script",
             "session_uuid": null, "exp": exp, "jti": random_part(12),
         });
         let access_token = format!(
@@ -101,6 +108,7 @@ impl Auth {
                 access_token.clone(),
                 Issued {
                     script: script.to_owned(),
+                    sudo: sudo.map(str::to_owned),
                     expires: now + ttl,
                 },
             );
@@ -112,6 +120,7 @@ impl Auth {
                 refresh_token.clone(),
                 Issued {
                     script: script.to_owned(),
+                    sudo: sudo.map(str::to_owned),
                     expires: now + REFRESH_TTL,
                 },
             );
@@ -125,18 +134,23 @@ impl Auth {
 
     /// The script a bearer token belongs to.
     pub fn check(&self, token: &str) -> Result<String, TokenError> {
+        self.check_as(token).map(|(s, _)| s)
+    }
+
+    /// The script a bearer token belongs to and the login it acts as, if any.
+    pub fn check_as(&self, token: &str) -> Result<(String, Option<String>), TokenError> {
         let access = self.access.lock();
         let t = access.get(token).ok_or(TokenError::Invalid)?;
         if t.expires <= Instant::now() {
             return Err(TokenError::Expired);
         }
-        Ok(t.script.clone())
+        Ok((t.script.clone(), t.sudo.clone()))
     }
 
-    /// Consumes a refresh token; returns the script it was issued to.
-    pub fn redeem_refresh(&self, token: &str) -> Option<String> {
+    /// Consumes a refresh token; returns the script it was issued to and the login it acts as.
+    pub fn redeem_refresh(&self, token: &str) -> Option<(String, Option<String>)> {
         let mut refresh = self.refresh.lock();
         let t = refresh.remove(token)?;
-        (t.expires > Instant::now()).then_some(t.script)
+        (t.expires > Instant::now()).then_some((t.script, t.sudo))
     }
 }

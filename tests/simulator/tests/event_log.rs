@@ -437,6 +437,86 @@ async fn cascaded_retirement_and_revival_order() {
     );
 }
 
+/// A script logged in with `scope=sudo_as_login:<login>` writes as that user: events name the user and
+/// carry `meta.sudo_actual_user`; a plain `sudo_as_login` form field is ignored; an unknown login is 400.
+#[tokio::test]
+async fn sudo_writes_are_logged_as_the_user() {
+    let h = small().await;
+    let (_, b) = h.search("human_users", json!({"filters": [["sg_status_list", "is", "act"]], "fields": ["login", "name"], "page": {"size": 1}})).await;
+    let user = b["data"][0]["id"].as_i64().unwrap();
+    let login = b["data"][0]["attributes"]["login"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let auth = h.url("/api/v1/auth/access_token");
+    let form = |extra: (&'static str, String)| {
+        vec![
+            ("grant_type", "client_credentials".to_owned()),
+            ("client_id", "cache".to_owned()),
+            ("client_secret", "secret".to_owned()),
+            extra,
+        ]
+    };
+    let r = h
+        .http
+        .post(&auth)
+        .form(&form(("scope", format!("sudo_as_login:{login}"))))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let tok: Json = r.json().await.unwrap();
+    let sudo_token = tok["access_token"].as_str().unwrap().to_owned();
+    let r = h
+        .http
+        .post(&auth)
+        .form(&form(("scope", "sudo_as_login:nobody".to_owned())))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let b: Json = r.json().await.unwrap();
+    assert_eq!(b["errors"][0]["code"], 102);
+
+    let (shot, _) = shot_with_project(&h).await;
+    let start = h.sim.site().last_event_id();
+    let r = h
+        .http
+        .put(h.url(&format!("/api/v1/entity/shots/{shot}")))
+        .bearer_auth(&sudo_token)
+        .json(&json!({"description": "as a user"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // A plain sudo_as_login field does nothing.
+    let r = h
+        .http
+        .post(&auth)
+        .form(&form(("sudo_as_login", login.clone())))
+        .send()
+        .await
+        .unwrap();
+    let plain: Json = r.json().await.unwrap();
+    let r = h
+        .http
+        .put(h.url(&format!("/api/v1/entity/shots/{shot}")))
+        .bearer_auth(plain["access_token"].as_str().unwrap())
+        .json(&json!({"description": "as the script"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let ev = h.events_after(start).await;
+    assert_eq!(ev.len(), 2);
+    assert_eq!(ev[0]["relationships"]["user"]["data"]["type"], "HumanUser");
+    assert_eq!(ev[0]["relationships"]["user"]["data"]["id"], user);
+    assert_eq!(meta(&ev[0])["sudo_actual_user"]["type"], "ApiUser");
+    assert_eq!(meta(&ev[0])["sudo_actual_user"]["name"], "cache");
+    assert_eq!(ev[1]["relationships"]["user"]["data"]["type"], "ApiUser");
+    assert!(meta(&ev[1]).get("sudo_actual_user").is_none());
+}
+
 /// A thumbnail: a `_Change` with the attachment id and `is_transient: true`, then the final row.
 #[tokio::test]
 async fn image_changes_log_attachment_ids() {

@@ -117,14 +117,27 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> Result<Actor, Response> {
             "Authorization header must be 'Bearer <access_token>'",
         ));
     };
-    let script = state.auth.check(token.trim()).map_err(|e| match e {
+    let (script, sudo) = state.auth.check_as(token.trim()).map_err(|e| match e {
         TokenError::Expired => unauthorized("The access token has expired"),
         TokenError::Invalid => unauthorized("The access token is not valid"),
     })?;
-    state
+    let actor = state
         .site
         .script_actor(&script)
-        .ok_or_else(|| unauthorized("The token's script no longer exists"))
+        .ok_or_else(|| unauthorized("The token's script no longer exists"))?;
+    match sudo {
+        None => Ok(actor),
+        Some(login) => state
+            .site
+            .sudo_actor(&actor, &login)
+            .ok_or_else(|| unauthorized("The token's sudo user no longer exists")),
+    }
+}
+
+/// The login of `scope=sudo_as_login:<login>` (a plain `sudo_as_login` field is ignored, as on a real site).
+fn sudo_scope(form: &HashMap<String, String>) -> Option<&str> {
+    form.get("scope")
+        .and_then(|s| s.strip_prefix("sudo_as_login:"))
 }
 
 async fn access_token(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
@@ -154,7 +167,20 @@ async fn access_token(State(state): State<AppState>, headers: HeaderMap, body: B
                 return bad_request(102, "Missing or invalid authentication arguments");
             };
             match state.site.authenticate_script(name, key) {
-                Ok(actor) => token_response(&state, name, actor.user.id),
+                Ok(actor) => {
+                    let sudo = sudo_scope(&form);
+                    if let Some(login) = sudo {
+                        if state.site.sudo_actor(&actor, login).is_none() {
+                            return bad_request(
+                                102,
+                                format!(
+                                    "Cannot 'sudo' - user '{login}' does not exist or is not active"
+                                ),
+                            );
+                        }
+                    }
+                    token_response(&state, name, actor.user.id, sudo)
+                }
                 Err(e) => bad_request(102, e.to_string()),
             }
         }
@@ -165,9 +191,11 @@ async fn access_token(State(state): State<AppState>, headers: HeaderMap, body: B
             match state
                 .auth
                 .redeem_refresh(rt)
-                .and_then(|s| state.site.script_actor(&s).map(|a| (s, a)))
+                .and_then(|(s, sudo)| state.site.script_actor(&s).map(|a| (s, sudo, a)))
             {
-                Some((script, actor)) => token_response(&state, &script, actor.user.id),
+                Some((script, sudo, actor)) => {
+                    token_response(&state, &script, actor.user.id, sudo.as_deref())
+                }
                 None => envelope(
                     StatusCode::UNAUTHORIZED,
                     102,
@@ -217,8 +245,8 @@ fn url_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-fn token_response(state: &AppState, script: &str, user_id: i64) -> Response {
-    let t = state.auth.issue(script, user_id);
+fn token_response(state: &AppState, script: &str, user_id: i64, sudo: Option<&str>) -> Response {
+    let t = state.auth.issue_as(script, user_id, sudo);
     json_response(
         StatusCode::OK,
         json!({"token_type": "Bearer", "access_token": t.access_token, "expires_in": t.expires_in, "refresh_token": t.refresh_token}),

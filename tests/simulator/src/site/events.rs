@@ -402,7 +402,14 @@ fn event_row(actor: &Actor, id: i64, d: EventDraft, now: DateTime) -> Entity {
     if let Some(a) = d.attribute_name {
         e.fields.insert("attribute_name".into(), Value::Text(a));
     }
-    e.fields.insert("meta".into(), Value::Json(d.meta));
+    let mut meta = d.meta;
+    if let (Some(real), Json::Object(m)) = (&actor.sudo_actual_user, &mut meta) {
+        m.insert(
+            "sudo_actual_user".into(),
+            json!({"type": real.entity_type, "id": real.id, "name": real.name}),
+        );
+    }
+    e.fields.insert("meta".into(), Value::Json(meta));
     if let Some(r) = d.entity {
         e.fields.insert("entity".into(), Value::Entity(r));
     }

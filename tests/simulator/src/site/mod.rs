@@ -83,6 +83,9 @@ pub struct Actor {
     pub generate_events: bool,
     /// Null for scripts; set for web UI sessions.
     pub session_uuid: Option<String>,
+    /// When a script writes as a user (`scope=sudo_as_login:<login>`): the script, recorded on events
+    /// as `meta.sudo_actual_user` while `user` is the impersonated HumanUser.
+    pub sudo_actual_user: Option<EntityRef>,
 }
 
 /// A failed site operation, with the REST status/code it maps to. Messages follow the real site's wording.
@@ -312,6 +315,7 @@ impl Site {
             user: EntityRef::new("ApiUser", 0),
             generate_events: true,
             session_uuid: None,
+            sudo_actual_user: None,
         })
     }
 
@@ -327,6 +331,26 @@ impl Site {
             },
             generate_events: true,
             session_uuid: Some(events::uuid_for("session", user_id)),
+            sudo_actual_user: None,
+        })
+    }
+
+    /// A script acting as the HumanUser whose `login` is `login` (`sudo_as_login`); `None` when no
+    /// live user has that login.
+    pub fn sudo_actor(&self, script: &Actor, login: &str) -> Option<Actor> {
+        let st = self.read_state();
+        let (id, row) = st.tables.get("HumanUser")?.rows.iter().find(|(_, e)| {
+            !e.retired && matches!(e.fields.get("login"), Some(Value::Text(l)) if l == login)
+        })?;
+        Some(Actor {
+            user: EntityRef {
+                entity_type: "HumanUser".into(),
+                id: *id,
+                name: row.display_name.clone(),
+            },
+            generate_events: script.generate_events,
+            session_uuid: None,
+            sudo_actual_user: Some(script.user.clone()),
         })
     }
 

@@ -1200,6 +1200,7 @@ pub(crate) fn script_actor(st: &State, name: &str) -> Option<Actor> {
             Some(Value::Bool(true))
         ),
         session_uuid: None,
+        sudo_actual_user: None,
     })
 }
 
