@@ -67,6 +67,9 @@ pub struct SimConfig {
     /// The first EventLogEntry id handed out (real sites' logs start in the hundreds of thousands or
     /// millions; 1 by default).
     pub first_event_id: i64,
+    /// Random workload edits made right after generation, so the site starts with an event log
+    /// (the generated rows themselves have no events). 0 by default.
+    pub history_edits: u64,
 }
 
 impl Default for SimConfig {
@@ -95,6 +98,7 @@ impl Default for SimConfig {
             cascade_retire: true,
             cascade_events: false,
             first_event_id: 1,
+            history_edits: 0,
         }
     }
 }

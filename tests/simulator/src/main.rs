@@ -57,6 +57,9 @@ struct Args {
     /// The first event-log id (a real site's log starts far above 1).
     #[arg(long, default_value_t = 1)]
     first_event_id: i64,
+    /// Random edits made right after generation, so the site starts with an event log.
+    #[arg(long, default_value_t = 0)]
+    history_edits: u64,
     /// Comma-separated entity types to keep from the schema (default: all).
     #[arg(long, value_delimiter = ',')]
     types: Option<Vec<String>>,
@@ -113,6 +116,7 @@ async fn main() -> anyhow::Result<()> {
             ..EventKnobs::default()
         },
         first_event_id: a.first_event_id,
+        history_edits: a.history_edits,
         ..SimConfig::default()
     };
     let sim = Simulator::start(config).await?;

@@ -64,6 +64,10 @@ pub fn build_site(config: &SimConfig) -> anyhow::Result<(Arc<Site>, GenerationRe
     site.set_first_event_id(config.first_event_id);
     let started = Instant::now();
     let mut report = generate::generate(&site, config.scale, config.seed);
+    if config.history_edits > 0 {
+        let actor = site.default_actor();
+        crate::workload::run_edits(&site, config.history_edits, config.seed, &actor);
+    }
     report.seconds = started.elapsed().as_secs_f64();
     Ok((site, report))
 }

@@ -35,6 +35,8 @@ async fn binary_serves_a_generated_site() {
                 "120",
                 "--first-event-id",
                 "500000",
+                "--history-edits",
+                "30",
             ])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -117,4 +119,5 @@ async fn binary_serves_a_generated_site() {
         ev["data"][0]["id"].as_i64().unwrap() >= 500_000,
         "event ids start at --first-event-id"
     );
+    assert!(ev["data"].as_array().unwrap().len() > 40, "history edits plus the workload's");
 }
