@@ -53,6 +53,7 @@ async fn plan(
     store: &RethinkStore,
     writes: &[EntityWrite],
     table_of: &HashMap<String, String>,
+    layouts: &HashMap<String, crate::store::TypeLayout>,
 ) -> Result<
     (
         Vec<WriteOutcome>,
@@ -67,10 +68,7 @@ async fn plan(
         let (t, id) = target(w);
         ids_by_type.entry(t).or_default().push(id);
     }
-    let mut layouts: HashMap<String, crate::store::TypeLayout> = HashMap::new();
-    for t in ids_by_type.keys() {
-        layouts.insert((*t).to_owned(), store.layout(t).await?);
-    }
+    let kinds_of = |t: &str| layouts.get(t).map(doc::kinds_of).unwrap_or_default();
     let mut slots: HashMap<(String, i64), Slot> = HashMap::new();
     for (t, ids) in &ids_by_type {
         let tbl = table_of
@@ -80,7 +78,7 @@ async fn plan(
         let docs = store
             .list(super::term::get_all(store.tbl(tbl), &keys, None))
             .await?;
-        let kinds = store.kinds(t);
+        let kinds = kinds_of(t);
         for d in docs {
             let e = doc::decode_entity(t, &d, &kinds)?;
             let rev = d.get("rev").and_then(Json::as_i64).unwrap_or(0);
@@ -115,10 +113,12 @@ async fn plan(
         let slot = slots
             .get_mut(&(t.to_owned(), id))
             .expect("every touched document has a slot");
-        let layout = layouts.get(t).expect("every written type has a layout");
+        let layout = layouts
+            .get(t)
+            .ok_or_else(|| StoreError::Invalid(format!("entity type {t} is not cached")))?;
         let applied = apply(slot.current.as_ref(), w, layout, df.as_deref());
         if let WriteOutcome::Applied { op: jop, fields } = &applied.outcome {
-            let kinds = store.kinds(t);
+            let kinds = kinds_of(t);
             let digest = match &applied.state {
                 Some(e) => {
                     let h = Sha256::digest(doc::encode_entity(e, &kinds).to_string().as_bytes());
@@ -158,7 +158,7 @@ async fn plan(
             continue;
         }
         let tbl = table_of.get(t).expect("checked above");
-        let kinds = store.kinds(t);
+        let kinds = kinds_of(t);
         let new_doc = slot.current.as_ref().map(|e| {
             let mut d = doc::encode_entity(e, &kinds);
             d["rev"] = json!(slot.rev.unwrap_or(0) + 1);
@@ -348,8 +348,10 @@ pub(super) async fn commit_until(
     types.extend(batch.staging.iter().map(|w| target(w).0));
     types.sort();
     types.dedup();
+    let mut live_layouts = HashMap::new();
+    let mut staging_layouts = HashMap::new();
     for t in types {
-        store.layout(t).await?;
+        let layout = store.layout(t).await?;
         let (live, staging, _) = store
             .copies(t)
             .await?
@@ -357,9 +359,16 @@ pub(super) async fn commit_until(
         live_tables.insert(t.to_owned(), live);
         if let Some(s) = staging {
             staging_tables.insert(t.to_owned(), s);
+            // A staging copy is written with the layout its re-import started with.
+            let sl = store
+                .staging_layout(t)
+                .await?
+                .unwrap_or_else(|| layout.clone());
+            staging_layouts.insert(t.to_owned(), sl);
         }
+        live_layouts.insert(t.to_owned(), layout);
     }
-    let (outcomes, journal, docs) = plan(store, &batch.writes, &live_tables).await?;
+    let (outcomes, journal, docs) = plan(store, &batch.writes, &live_tables, &live_layouts).await?;
     let journal = if batch.journal {
         append_journal(store, journal).await?
     } else {
@@ -381,7 +390,7 @@ pub(super) async fn commit_until(
                 )));
             }
         }
-        let (_, _, sdocs) = plan(store, &batch.staging, &staging_tables).await?;
+        let (_, _, sdocs) = plan(store, &batch.staging, &staging_tables, &staging_layouts).await?;
         write_docs(store, sdocs).await?;
     }
     if !batch.type_states.is_empty() {
@@ -465,7 +474,9 @@ pub(super) async fn begin_staging(
         T::Update,
         vec![
             get(store.tbl("copies"), json!(t)),
-            lit(&json!({"staging": name, "gen": generation})),
+            lit(
+                &json!({"staging": name, "gen": generation, "staging_layout": doc::layout_json(layout)}),
+            ),
         ],
     );
     store.atom(upd).await?;
@@ -485,12 +496,16 @@ pub(super) async fn promote_staging(
     let staging = staging.ok_or_else(|| {
         StoreError::Invalid(format!("entity type {t} has no staging copy to promote"))
     })?;
+    // The re-import's layout becomes the type's layout (a config or schema change is why it ran).
+    if let Some(layout) = store.staging_layout(&t).await? {
+        store.set_layout(&layout).await?;
+    }
     // The swap: one atomic single-document update that every reader resolves inside its query.
     let upd = op(
         T::Update,
         vec![
             get(store.tbl("copies"), json!(t)),
-            lit(&json!({"live": staging, "staging": null})),
+            lit(&json!({"live": staging, "staging": null, "staging_layout": null})),
         ],
     );
     store.atom(upd).await?;

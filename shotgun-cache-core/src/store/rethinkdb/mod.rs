@@ -446,6 +446,45 @@ impl RethinkStore {
         )))
     }
 
+    /// The layout a type's staging copy was started with (`begin_staging`), if any.
+    pub(crate) async fn staging_layout(
+        &self,
+        entity_type: &str,
+    ) -> Result<Option<TypeLayout>, StoreError> {
+        let d = self
+            .atom(get(self.tbl("copies"), json!(entity_type)))
+            .await?;
+        match d.get("staging_layout") {
+            Some(l) if !l.is_null() => doc::layout_from(l).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    /// Makes `layout` the type's layout (after a promotion), in the database and in this process.
+    pub(crate) async fn set_layout(&self, layout: &TypeLayout) -> Result<(), StoreError> {
+        use crate::store::Store as _;
+        let mut all = self.layouts().await?;
+        all.retain(|l| l.entity_type != layout.entity_type);
+        all.push(layout.clone());
+        all.sort_by(|a, b| a.entity_type.cmp(&b.entity_type));
+        let d = json!({"id": "layouts", "layouts": all.iter().map(doc::layout_json).collect::<Vec<_>>()});
+        self.atom(op_opts(
+            T::Insert,
+            vec![self.tbl("schema"), lit(&d)],
+            json!({"conflict": "replace"}),
+        ))
+        .await?;
+        *self
+            .inner
+            .layouts
+            .write()
+            .expect("layout lock is never poisoned") = all
+            .into_iter()
+            .map(|l| (l.entity_type.clone(), l))
+            .collect();
+        Ok(())
+    }
+
     /// Creates a type's table with its indexes (idempotent) and waits for the indexes.
     pub(crate) async fn ensure_type_table(
         &self,
