@@ -125,10 +125,10 @@ impl State {
     /// Applies the link rule: a link to a retired row is dropped; a link to a live row takes the row's
     /// current display name; a link to a type the site does not have (e.g. `DisplayColumn`) keeps its name.
     pub(crate) fn live_link(&self, link: &EntityRef) -> Option<EntityRef> {
-        if !self.tables.contains_key(&link.entity_type) {
+        let Some(table) = self.tables.get(&link.entity_type) else {
             return Some(link.clone());
-        }
-        match self.row(&link.entity_type, link.id) {
+        };
+        match table.rows.get(&link.id) {
             Some(e) if e.retired => None,
             Some(e) => Some(EntityRef {
                 entity_type: link.entity_type.clone(),
