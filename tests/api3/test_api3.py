@@ -324,3 +324,51 @@ def test_include_archived_projects_false(cache, site, answered_by):
         assert len(got) < len(cache.find("Shot", [], ["code"]))
     finally:
         cache.update("Project", project["id"], {"archived": project["archived"]})
+
+
+def _http(url, data=None, headers=None):
+    import urllib.error
+    import urllib.request
+    req = urllib.request.Request(url, data=data, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+def _shape(body):
+    """The JSON structure of a body (keys, recursively), or the body itself when it is not JSON."""
+    import json
+
+    def keys(v):
+        if isinstance(v, dict):
+            return {k: keys(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [keys(x) for x in v[:1]]
+        return type(v).__name__
+
+    try:
+        return keys(json.loads(body))
+    except ValueError:
+        return body
+
+
+def test_other_paths_pass_through_to_the_site():
+    # Uploads, thumbnails and downloads are plain HTTP paths of the site; anything but /api3/json is
+    # passed through. The REST login and a REST read show it (the simulator has no upload paths).
+    import os
+    import urllib.parse
+    cache_url, site_url = os.environ["API3_CACHE_URL"], os.environ["API3_SITE_URL"]
+    form = urllib.parse.urlencode({"grant_type": "client_credentials", "client_id": os.environ["API3_SCRIPT"],
+                                   "client_secret": os.environ["API3_KEY"]}).encode()
+    hdrs = {"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"}
+    c = _http(cache_url + "/api/v1/auth/access_token", form, hdrs)
+    s = _http(site_url + "/api/v1/auth/access_token", form, hdrs)
+    assert c[0] == s[0] == 200
+    assert _shape(c[2]) == _shape(s[2])
+    assert c[1].get("x-shotgun-cache") == "site"
+    for path in ["/api/v1/entity/shots/1", "/upload/get_thumbnail_url?entity_type=Shot&entity_id=1"]:
+        c, s = _http(cache_url + path), _http(site_url + path)
+        assert c[0] == s[0], path
+        assert _shape(c[2]) == _shape(s[2]), path

@@ -83,6 +83,9 @@ pub fn router(state: AppState) -> Router {
 pub fn router_for(api: Api3) -> Router {
     Router::new()
         .route("/api3/json", post(handle))
+        // Uploads, thumbnails and attachment downloads (`/upload/...`, `/thumbnail/...`,
+        // `/file_serve/...`) are plain HTTP paths of the site: passed through unchanged.
+        .fallback(passthrough)
         // Batches and large creates are forwarded whole; axum's default 2 MB would refuse them.
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(api)
@@ -127,6 +130,8 @@ impl Api3 {
         };
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(300))
+            // Redirects (e.g. a download to its signed storage URL) go back to the client unchanged.
+            .redirect(reqwest::redirect::Policy::none())
             .pool_idle_timeout(Duration::from_secs(60))
             .build()
             .map_err(|e| {
@@ -214,6 +219,89 @@ async fn handle(State(api): State<Api3>, body: Bytes) -> Response {
         .unwrap_or("other");
     let (by, mut response) = dispatch(&api, body).await;
     metrics::counter!("api3_calls_total", "method" => method, "answered_by" => by.as_str())
+        .increment(1);
+    response
+        .headers_mut()
+        .insert("x-shotgun-cache", HeaderValue::from_static(by.as_str()));
+    response
+}
+
+/// Headers that belong to one connection and are not passed through (RFC 9110 §7.6.1), plus `host`.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+];
+
+/// Any path other than `/api3/json`: sent to the same path of the site (method, query, headers and
+/// body), and the site's answer returned unchanged. The site authenticates these requests itself.
+async fn passthrough(State(api): State<Api3>, req: axum::extract::Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let (by, mut response) = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+        Err(e) => (
+            AnsweredBy::Refused,
+            (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request body refused: {e}"),
+            )
+                .into_response(),
+        ),
+        Ok(bytes) => {
+            let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+            let url = format!("{}{path}", api.inner.site_url.trim_end_matches('/'));
+            let mut rb = api
+                .inner
+                .http
+                .request(parts.method.clone(), &url)
+                .body(bytes);
+            for (k, v) in &parts.headers {
+                if !HOP_BY_HOP.contains(&k.as_str()) {
+                    rb = rb.header(k, v);
+                }
+            }
+            match rb.send().await {
+                Err(e) => (
+                    AnsweredBy::Refused,
+                    (
+                        StatusCode::BAD_GATEWAY,
+                        format!("the cache could not reach the site at {url}: {e}"),
+                    )
+                        .into_response(),
+                ),
+                Ok(resp) => {
+                    let status = resp.status();
+                    let headers = resp.headers().clone();
+                    match resp.bytes().await {
+                        Err(e) => (
+                            AnsweredBy::Refused,
+                            (
+                                StatusCode::BAD_GATEWAY,
+                                format!("reading the site's answer: {e}"),
+                            )
+                                .into_response(),
+                        ),
+                        Ok(body) => {
+                            let mut r = (status, body).into_response();
+                            for (k, v) in &headers {
+                                if !HOP_BY_HOP.contains(&k.as_str()) {
+                                    r.headers_mut().append(k, v.clone());
+                                }
+                            }
+                            (AnsweredBy::Site, r)
+                        }
+                    }
+                }
+            }
+        }
+    };
+    metrics::counter!("api3_calls_total", "method" => "passthrough", "answered_by" => by.as_str())
         .increment(1);
     response
         .headers_mut()
