@@ -11,7 +11,9 @@
 //! - `create`, `update`, `delete`, `revive`, `batch`: forwarded, then made visible in the cache before
 //!   the answer (see [`forward`]: the syncer re-reads the touched entities; the query-server never
 //!   writes the store).
-//! - Everything else (`text_search`, uploads, thumbnails, schema writes, ...): forwarded.
+//! - Everything else (`text_search`, schema writes, ...): forwarded.
+//! - Any other HTTP path (`/upload/...`, `/thumbnail/...`, `/file_serve/...`: uploads, thumbnails,
+//!   downloads): passed through to the same path of the site, answers and redirects unchanged.
 //!
 //! "Forwarded" means sent to the site unchanged (with the client's own credentials) and answered
 //! unchanged; with `api3.forward = false` the call is refused instead, with a fault that says why.
