@@ -189,3 +189,214 @@ pub fn translate(
         _ => Ok(vec![Action::Skip]),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use serde_json::json;
+    use shotgun_cache_core::config::Config;
+    use shotgun_cache_core::model::EntityRef;
+
+    use super::*;
+
+    fn field(dt: &str, valid_types: &[&str]) -> Json {
+        json!({"data_type": {"value": dt, "editable": false}, "editable": {"value": true, "editable": false},
+               "properties": {"valid_types": {"value": valid_types, "editable": true}}})
+    }
+
+    fn setup(filter: &str) -> (BTreeMap<String, TypePlan>, SiteSchema) {
+        let schema = SiteSchema::from_json(
+            &json!({"Shot": {"code": field("text", &[]), "sg_status_list": field("status_list", &[]),
+                             "tasks": field("multi_entity", &["Task"]), "cut_in": field("number", &[]),
+                             "updated_at": field("date_time", &[]), "description": field("text", &[])}}),
+            None,
+        )
+        .expect("schema");
+        let text = format!(
+            "[site]\nurl = \"http://x\"\nscript_name = \"s\"\n[types.Shot]\nfields = [\"code\", \"sg_status_list\", \"tasks\", \"cut_in\", \"updated_at\"]\n{filter}"
+        );
+        let config = Config::from_toml_str(&text, "t", &HashMap::new()).expect("config");
+        (
+            crate::plan::resolve(&config, &schema).expect("plan"),
+            schema,
+        )
+    }
+
+    fn ev(id: i64, event_type: &str, meta: Json) -> Event {
+        Event {
+            id,
+            event_type: event_type.into(),
+            attribute_name: None,
+            meta,
+            entity: None,
+            created_at: 100,
+            user: None,
+        }
+    }
+
+    #[test]
+    fn changes_become_patches_and_uncached_things_cost_nothing() {
+        let (plans, schema) = setup("");
+        let a = translate(
+            &ev(7, "Shotgun_Shot_Change", json!({"type": "attribute_change", "attribute_name": "cut_in", "entity_type": "Shot", "entity_id": 3, "new_value": "12"})),
+            &plans,
+            &schema,
+        )
+        .expect("translates");
+        let Action::Write(EntityWrite::Patch {
+            id: 3,
+            event_id: 7,
+            changes,
+            ..
+        }) = &a[0]
+        else {
+            panic!("{a:?}")
+        };
+        assert_eq!(
+            changes[0],
+            FieldChange::Set("cut_in".into(), Value::Int(12))
+        );
+        assert!(changes.contains(&FieldChange::Set(
+            "updated_at".into(),
+            Value::DateTime(DateTime(100))
+        )));
+        for e in [
+            ev(
+                8,
+                "Shotgun_Shot_Change",
+                json!({"attribute_name": "description", "entity_type": "Shot", "entity_id": 3, "new_value": "x"}),
+            ),
+            ev(
+                9,
+                "Shotgun_Asset_Change",
+                json!({"attribute_name": "code", "entity_type": "Asset", "entity_id": 3, "new_value": "x"}),
+            ),
+            ev(10, "Shotgun_User_Login", json!(null)),
+            ev(11, "Toolkit_App_Startup", json!({})),
+        ] {
+            assert_eq!(
+                translate(&e, &plans, &schema).expect("ok"),
+                vec![Action::Skip],
+                "{e:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn multi_entity_deltas_lifecycle_and_schema_events() {
+        let (plans, schema) = setup("");
+        let a = translate(
+            &ev(5, "Shotgun_Shot_Change", json!({"attribute_name": "tasks", "entity_type": "Shot", "entity_id": 2, "field_data_type": "multi_entity",
+                "added": [{"type": "Task", "id": 9, "name": "Comp"}], "removed": [{"type": "Task", "id": 4, "name": "Old"}],
+                "actual_attribute_changed": "Task.entity"})),
+            &plans,
+            &schema,
+        )
+        .expect("ok");
+        let Action::Write(EntityWrite::Patch { changes, .. }) = &a[0] else {
+            panic!("{a:?}")
+        };
+        assert_eq!(
+            changes.len(),
+            2,
+            "a backref change does not touch updated_at: {changes:?}"
+        );
+        assert!(matches!(&changes[0], FieldChange::Remove(f, l) if f == "tasks" && l[0].id == 4));
+        assert!(
+            matches!(&changes[1], FieldChange::Add(f, l) if f == "tasks" && l[0] == EntityRef { entity_type: "Task".into(), id: 9, name: Some("Comp".into()) })
+        );
+        // Retirement: `entity` is null, meta names the row.
+        let a = translate(
+            &ev(
+                6,
+                "Shotgun_Shot_Retirement",
+                json!({"type": "entity_retirement", "entity_type": "Shot", "entity_id": 2}),
+            ),
+            &plans,
+            &schema,
+        )
+        .expect("ok");
+        assert_eq!(
+            a,
+            vec![Action::Write(EntityWrite::Retire {
+                entity_type: "Shot".into(),
+                id: 2,
+                event_id: 6
+            })]
+        );
+        let a = translate(
+            &ev(
+                7,
+                "Shotgun_Shot_New",
+                json!({"type": "new_entity", "entity_type": "Shot", "entity_id": 5}),
+            ),
+            &plans,
+            &schema,
+        )
+        .expect("ok");
+        assert_eq!(
+            a,
+            vec![Action::Reread {
+                entity_type: "Shot".into(),
+                id: 5
+            }]
+        );
+        let a = translate(
+            &ev(
+                8,
+                "Shotgun_Shot_Revival",
+                json!({"type": "entity_revival", "entity_type": "Shot", "entity_id": 5}),
+            ),
+            &plans,
+            &schema,
+        )
+        .expect("ok");
+        assert!(
+            a.contains(&Action::Reread {
+                entity_type: "Shot".into(),
+                id: 5
+            }) && a.contains(&Action::RereadLinkers {
+                entity_type: "Shot".into(),
+                id: 5
+            })
+        );
+        let a = translate(
+            &ev(
+                9,
+                "Shotgun_DisplayColumn_Change",
+                json!({"attribute_name": "properties"}),
+            ),
+            &plans,
+            &schema,
+        )
+        .expect("ok");
+        assert_eq!(a, vec![Action::SchemaRefresh]);
+    }
+
+    #[test]
+    fn filter_fields_reread_and_bad_values_name_the_entity() {
+        let (plans, schema) = setup("filter = [[\"sg_status_list\", \"is_not\", \"omt\"]]\n");
+        let a = translate(
+            &ev(3, "Shotgun_Shot_Change", json!({"attribute_name": "sg_status_list", "entity_type": "Shot", "entity_id": 4, "new_value": "omt"})),
+            &plans,
+            &schema,
+        )
+        .expect("ok");
+        assert_eq!(
+            a,
+            vec![Action::Reread {
+                entity_type: "Shot".into(),
+                id: 4
+            }]
+        );
+        let e = translate(
+            &ev(4, "Shotgun_Shot_Change", json!({"attribute_name": "cut_in", "entity_type": "Shot", "entity_id": 4, "new_value": {"no": 1}})),
+            &plans,
+            &schema,
+        )
+        .expect_err("bad value");
+        assert_eq!(e.entity, Some(("Shot".into(), 4)));
+        assert!(e.to_string().contains("Shot.cut_in"), "{e}");
+    }
+}

@@ -96,13 +96,13 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     }
 }
 
-/// Sets up `tracing`: JSON lines unless stderr is a terminal (or `SHOTGUN_CACHE_LOG_FORMAT`
+/// Sets up `tracing` (to stderr): JSON lines unless stdout is a terminal (or `SHOTGUN_CACHE_LOG_FORMAT`
 /// says otherwise); the level from `RUST_LOG` (default `info`).
 pub fn init_logging() {
     let json = match std::env::var("SHOTGUN_CACHE_LOG_FORMAT").as_deref() {
         Ok("json") => true,
         Ok("text") | Ok("pretty") => false,
-        _ => !std::io::stderr().is_terminal(),
+        _ => !std::io::stdout().is_terminal(),
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));

@@ -82,8 +82,8 @@ pub struct Event {
     pub user: Option<EntityRef>,
 }
 
-/// Connection settings of the client.
-#[derive(Debug, Clone)]
+/// Connection settings of the client. `Debug` never shows the key.
+#[derive(Clone)]
 pub struct SiteOptions {
     pub url: String,
     pub script_name: String,
@@ -94,6 +94,18 @@ pub struct SiteOptions {
     /// First backoff delay; doubled per attempt up to `max_backoff`, with full jitter.
     pub base_backoff: Duration,
     pub max_backoff: Duration,
+}
+
+impl std::fmt::Debug for SiteOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SiteOptions")
+            .field("url", &self.url)
+            .field("script_name", &self.script_name)
+            .field("script_key", &"***")
+            .field("request_timeout", &self.request_timeout)
+            .field("max_attempts", &self.max_attempts)
+            .finish()
+    }
 }
 
 impl SiteOptions {
@@ -962,4 +974,69 @@ pub fn request_fields(schema: &SiteSchema, entity_type: &str, cached: &[String])
 /// A map from entity id to its record, for callers that merge results.
 pub fn by_id(entities: Vec<Entity>) -> BTreeMap<i64, Entity> {
     entities.into_iter().map(|e| (e.id, e)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_never_show_the_key() {
+        let o = SiteOptions::new("https://x/", "s", "topsecret", Duration::from_secs(1));
+        assert!(!format!("{o:?}").contains("topsecret"));
+        assert_eq!(o.url, "https://x");
+    }
+
+    #[test]
+    fn records_parse_attributes_relationships_and_quirks() {
+        let schema = SiteSchema::from_json(
+            &json!({"Version": {
+                "code": {"data_type": {"value": "text"}}, "sg_rate": {"data_type": {"value": "float"}},
+                "entity": {"data_type": {"value": "entity"}}, "playlists": {"data_type": {"value": "multi_entity"}},
+                "image": {"data_type": {"value": "image"}}, "frame_count": {"data_type": {"value": "number"}}}}),
+            None,
+        )
+        .expect("schema");
+        let rec = json!({"type": "Version", "id": 17, "attributes": {"code": "v001", "sg_rate": "0.040000", "frame_count": "abc",
+            "image": "http://m/files/42/t.jpg?X-Amz-Expires=900"},
+            "relationships": {"entity": {"data": {"type": "Shot", "id": 3, "name": "sh010"}}, "playlists": {"data": []}}});
+        let fields: Vec<String> = [
+            "code",
+            "sg_rate",
+            "entity",
+            "playlists",
+            "image",
+            "frame_count",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        let e = parse_record(&schema, "Version", &fields, &rec, false).expect("parses");
+        assert_eq!(e.fields["code"], Value::Text("v001".into()));
+        assert_eq!(e.fields["sg_rate"], Value::Float(0.04));
+        assert_eq!(
+            e.fields["entity"],
+            Value::Entity(EntityRef {
+                entity_type: "Shot".into(),
+                id: 3,
+                name: Some("sh010".into())
+            })
+        );
+        assert_eq!(e.fields["playlists"], Value::MultiEntity(vec![]));
+        assert_eq!(e.fields["image"], Value::Int(42));
+        assert_eq!(
+            e.fields["frame_count"],
+            Value::Null,
+            "a value that does not fit is cached empty"
+        );
+        assert_eq!(e.display_name.as_deref(), Some("v001"));
+        let ev = parse_event(&json!({"id": 5, "attributes": {"event_type": "Shotgun_Shot_Change", "meta": {"entity_id": 1},
+            "created_at": "2026-01-01T00:00:01Z"}, "relationships": {"entity": {"data": null}, "user": {"data": {"type": "ApiUser", "id": 1}}}}))
+        .expect("event");
+        assert_eq!(
+            (ev.id, ev.entity.is_none(), ev.created_at),
+            (5, true, 1_767_225_601)
+        );
+        assert_eq!(ev.user.map(|u| u.id), Some(1));
+    }
 }
