@@ -89,8 +89,9 @@ pub struct Engine {
     pub site: Site,
     pub store: Arc<dyn Store>,
     pub status: Arc<Status>,
-    pub schema: RwLock<SiteSchema>,
-    pub plans: RwLock<BTreeMap<String, TypePlan>>,
+    /// Shared snapshots: readers clone the `Arc`, never the schema.
+    pub schema: RwLock<Arc<SiteSchema>>,
+    pub plans: RwLock<Arc<BTreeMap<String, TypePlan>>>,
     /// Types being re-imported into staging: the follower mirrors their writes there.
     /// Held for reading around each follower commit, for writing around `promote_staging`.
     pub staging: RwLock<BTreeSet<String>>,
@@ -133,8 +134,8 @@ impl Engine {
             site,
             store,
             status,
-            schema: RwLock::new(SiteSchema::default()),
-            plans: RwLock::new(BTreeMap::new()),
+            schema: RwLock::new(Arc::new(SiteSchema::default())),
+            plans: RwLock::new(Arc::new(BTreeMap::new())),
             staging: RwLock::new(BTreeSet::new()),
             known: Mutex::new(KnownIds::default()),
             cursor: Mutex::new(Cursor::default()),
@@ -151,7 +152,7 @@ impl Engine {
     /// Reads the schema (retrying until the site answers or `attempts` run out).
     pub async fn load_schema(&self) -> Result<SiteSchema, EngineError> {
         let schema = self.site.schema().await?;
-        *self.schema.write().await = schema.clone();
+        *self.schema.write().await = Arc::new(schema.clone());
         Ok(schema)
     }
 
@@ -192,7 +193,7 @@ impl Engine {
             }
         }
         self.store.prepare(&schema, &layouts).await?;
-        *self.plans.write().await = plans;
+        *self.plans.write().await = Arc::new(plans);
 
         let cursor = match self
             .store
@@ -931,7 +932,7 @@ impl Engine {
         if schema_refresh {
             match self.site.schema().await {
                 Ok(s) => {
-                    if s != schema {
+                    if s != *schema {
                         new_schema = Some(s);
                     }
                 }
@@ -1043,14 +1044,14 @@ impl Engine {
                 return;
             }
         };
-        *self.schema.write().await = schema;
+        *self.schema.write().await = Arc::new(schema);
         let old = self.plans.read().await.clone();
         let changed: Vec<String> = plans
             .iter()
             .filter(|(t, p)| old.get(*t).is_none_or(|o| o.config_hash != p.config_hash))
             .map(|(t, _)| t.clone())
             .collect();
-        *self.plans.write().await = plans;
+        *self.plans.write().await = Arc::new(plans);
         if !changed.is_empty() {
             tracing::info!(types = ?changed, "schema change affects cached types; re-importing them");
             self.pending_reimports.lock().await.extend(changed);
@@ -1176,7 +1177,7 @@ impl Engine {
     pub async fn reconcile(&self, since: i64) -> Result<u64, EngineError> {
         // A schema drift without DisplayColumn events (e.g. a deleted field) is caught here.
         match self.site.schema().await {
-            Ok(s) if s != *self.schema.read().await => self.apply_schema_change(s).await,
+            Ok(s) if s != **self.schema.read().await => self.apply_schema_change(s).await,
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "schema check failed"),
         }
