@@ -12,7 +12,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use shotgun_cache_core::filter::{Filter, parse_any, validate, validate_path};
-use shotgun_cache_core::model::{Date, DateTime, Entity, EntityRef, Value};
+use shotgun_cache_core::model::{Date, DateTime, Entity, EntityRef, SiteSchema, Value};
 use shotgun_cache_core::query::FindQuery;
 use shotgun_cache_core::store::conformance::{test_layouts, test_schema};
 use shotgun_cache_core::store::sqlite::SqliteStore;
@@ -30,12 +30,15 @@ const WORDS: [&str; 16] = [
 struct Args {
     entities: i64,
     dir: Option<PathBuf>,
+    /// Query an existing benchmark file in `dir` instead of generating and loading one.
+    reuse: bool,
 }
 
 fn args() -> Args {
     let mut a = Args {
         entities: 1_000_000,
         dir: None,
+        reuse: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -47,6 +50,7 @@ fn args() -> Args {
                     .expect("--entities takes a number")
             }
             "--dir" => a.dir = it.next().map(PathBuf::from),
+            "--reuse" => a.reuse = true,
             other => panic!("unknown argument {other}; use --entities N [--dir DIR]"),
         }
     }
@@ -120,13 +124,19 @@ fn json_size(e: &Entity) -> usize {
     serde_json::Value::Object(m).to_string().len()
 }
 
+/// The test schema, built once (building it per query would dominate the measured CPU time).
+fn schema() -> &'static SiteSchema {
+    static SCHEMA: std::sync::OnceLock<SiteSchema> = std::sync::OnceLock::new();
+    SCHEMA.get_or_init(test_schema)
+}
+
 fn filter(f: serde_json::Value) -> Filter {
     let raw = parse_any(&f).expect("benchmark filters parse");
-    validate(&test_schema(), "Shot", &raw).expect("benchmark filters are valid")
+    validate(schema(), "Shot", &raw).expect("benchmark filters are valid")
 }
 
 fn query(f: serde_json::Value, limit: Option<u64>) -> FindQuery {
-    let schema = test_schema();
+    let schema = schema();
     FindQuery {
         entity_type: "Shot".into(),
         filter: filter(f),
@@ -139,6 +149,19 @@ fn query(f: serde_json::Value, limit: Option<u64>) -> FindQuery {
         limit,
         retired_only: false,
     }
+}
+
+/// This process's CPU time so far (user + system, all threads), from `/proc/self/stat`.
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15 (1-based).
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+    Duration::from_millis(ticks * 10)
 }
 
 fn pct(mut v: Vec<Duration>, p: f64) -> Duration {
@@ -162,7 +185,9 @@ async fn main() {
     let tmp = tempfile::tempdir().expect("temporary directory");
     let dir = a.dir.clone().unwrap_or_else(|| tmp.path().to_owned());
     let path = dir.join("store_bench.db");
-    let _ = std::fs::remove_file(&path);
+    if !a.reuse {
+        let _ = std::fs::remove_file(&path);
+    }
     let store = SqliteStore::open(&path).expect("open the store");
     // The filterable fields a site would configure for Shot: code, status, project, sequence.
     let mut layouts = test_layouts();
@@ -185,66 +210,41 @@ async fn main() {
         path.display()
     );
 
-    // Link targets: projects, sequences, assets.
-    let mut json_bytes = 0_usize;
-    let mut targets = Vec::new();
-    for p in 1..=PROJECTS {
-        let mut e = Entity::new("Project", p);
-        e.fields
-            .insert("name".into(), Value::Text(format!("Project {p}")));
-        e.display_name = Some(format!("Project {p}"));
-        targets.push(e);
-    }
-    for s in 1..=SEQUENCES {
-        let mut e = Entity::new("Sequence", s);
-        e.fields
-            .insert("code".into(), Value::Text(format!("SQ{s:04}")));
-        e.fields.insert(
-            "project".into(),
-            Value::Entity(link(
-                "Project",
-                1 + s % PROJECTS,
-                format!("Project {}", 1 + s % PROJECTS),
-            )),
-        );
-        e.display_name = Some(format!("SQ{s:04}"));
-        targets.push(e);
-    }
-    for x in 1..=ASSETS {
-        let mut e = Entity::new("Asset", x);
-        e.fields
-            .insert("code".into(), Value::Text(format!("asset_{x:05}")));
-        e.display_name = Some(format!("asset_{x:05}"));
-        targets.push(e);
-    }
-    json_bytes += targets.iter().map(json_size).sum::<usize>();
-    let writes = targets
-        .into_iter()
-        .map(|e| EntityWrite::Upsert {
-            entity: e,
-            floor: 0,
-            event_id: 0,
-        })
-        .collect();
-    store
-        .commit(WriteBatch {
-            writes,
-            ..WriteBatch::default()
-        })
-        .await
-        .expect("load link targets");
-
-    // Shots, in import batches of 10,000 (a first import: not journaled).
-    let mut generate = Duration::ZERO;
-    let mut load = Duration::ZERO;
-    let batch = 10_000;
-    let mut id = 1;
-    while id <= a.entities {
-        let t = Instant::now();
-        let end = (id + batch).min(a.entities + 1);
-        let shots: Vec<Entity> = (id..end).map(|i| shot(&mut rng, i, now)).collect();
-        json_bytes += shots.iter().map(json_size).sum::<usize>();
-        let writes = shots
+    if !a.reuse {
+        // Link targets: projects, sequences, assets.
+        let mut json_bytes = 0_usize;
+        let mut targets = Vec::new();
+        for p in 1..=PROJECTS {
+            let mut e = Entity::new("Project", p);
+            e.fields
+                .insert("name".into(), Value::Text(format!("Project {p}")));
+            e.display_name = Some(format!("Project {p}"));
+            targets.push(e);
+        }
+        for s in 1..=SEQUENCES {
+            let mut e = Entity::new("Sequence", s);
+            e.fields
+                .insert("code".into(), Value::Text(format!("SQ{s:04}")));
+            e.fields.insert(
+                "project".into(),
+                Value::Entity(link(
+                    "Project",
+                    1 + s % PROJECTS,
+                    format!("Project {}", 1 + s % PROJECTS),
+                )),
+            );
+            e.display_name = Some(format!("SQ{s:04}"));
+            targets.push(e);
+        }
+        for x in 1..=ASSETS {
+            let mut e = Entity::new("Asset", x);
+            e.fields
+                .insert("code".into(), Value::Text(format!("asset_{x:05}")));
+            e.display_name = Some(format!("asset_{x:05}"));
+            targets.push(e);
+        }
+        json_bytes += targets.iter().map(json_size).sum::<usize>();
+        let writes = targets
             .into_iter()
             .map(|e| EntityWrite::Upsert {
                 entity: e,
@@ -252,42 +252,69 @@ async fn main() {
                 event_id: 0,
             })
             .collect();
-        generate += t.elapsed();
-        let t = Instant::now();
         store
             .commit(WriteBatch {
                 writes,
                 ..WriteBatch::default()
             })
             .await
-            .expect("load a batch of shots");
-        load += t.elapsed();
-        id = end;
+            .expect("load link targets");
+
+        // Shots, in import batches of 10,000 (a first import: not journaled).
+        let mut generate = Duration::ZERO;
+        let mut load = Duration::ZERO;
+        let batch = 10_000;
+        let mut id = 1;
+        while id <= a.entities {
+            let t = Instant::now();
+            let end = (id + batch).min(a.entities + 1);
+            let shots: Vec<Entity> = (id..end).map(|i| shot(&mut rng, i, now)).collect();
+            json_bytes += shots.iter().map(json_size).sum::<usize>();
+            let writes = shots
+                .into_iter()
+                .map(|e| EntityWrite::Upsert {
+                    entity: e,
+                    floor: 0,
+                    event_id: 0,
+                })
+                .collect();
+            generate += t.elapsed();
+            let t = Instant::now();
+            store
+                .commit(WriteBatch {
+                    writes,
+                    ..WriteBatch::default()
+                })
+                .await
+                .expect("load a batch of shots");
+            load += t.elapsed();
+            id = end;
+        }
+        let loaded = a.entities as f64;
+        println!(
+            "load: {} shots in {:.1} s ({:.0} entities/s; generation took {:.1} s more)",
+            a.entities,
+            load.as_secs_f64(),
+            loaded / load.as_secs_f64(),
+            generate.as_secs_f64()
+        );
+        let t = Instant::now();
+        store.analyze().await.expect("analyze");
+        store.checkpoint().await.expect("checkpoint");
+        println!("analyze + checkpoint: {:.1} s", t.elapsed().as_secs_f64());
+
+        // 5. File size relative to the JSON size of the same data (measured right after the import).
+        let file = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        println!(
+            "file size: {:.1} MiB for {:.1} MiB of api3 JSON (ratio {:.2}) (target <= 2.0)",
+            file as f64 / 1048576.0,
+            json_bytes as f64 / 1048576.0,
+            file as f64 / json_bytes as f64
+        );
     }
-    let loaded = a.entities as f64;
-    println!(
-        "load: {} shots in {:.1} s ({:.0} entities/s; generation took {:.1} s more)",
-        a.entities,
-        load.as_secs_f64(),
-        loaded / load.as_secs_f64(),
-        generate.as_secs_f64()
-    );
-    let t = Instant::now();
-    store.analyze().await.expect("analyze");
-    store.checkpoint().await.expect("checkpoint");
-    println!("analyze + checkpoint: {:.1} s", t.elapsed().as_secs_f64());
-
-    // 5. File size relative to the JSON size of the same data (measured right after the import).
-    let file = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-    println!(
-        "file size: {:.1} MiB for {:.1} MiB of api3 JSON (ratio {:.2}) (target <= 2.0)",
-        file as f64 / 1048576.0,
-        json_bytes as f64 / 1048576.0,
-        file as f64 / json_bytes as f64
-    );
-
     // 1. Indexed find: project is X and status is Y, 50 rows.
     let mut samples = Vec::new();
+    let cpu0 = cpu_time();
     for i in 0..2_000 {
         let p = 1 + i % PROJECTS;
         let st = STATUSES[(i as usize / 3) % STATUSES.len()];
@@ -300,6 +327,12 @@ async fn main() {
         samples.push(t.elapsed());
         assert_eq!(rows.len(), 50, "the indexed find fills its page");
     }
+    let cpu = cpu_time().saturating_sub(cpu0) / 2_000;
+    println!(
+        "indexed find CPU time (user + system, all threads) per call: {} \
+         (the wall-clock figures below include waiting for a CPU on a shared machine)",
+        us(cpu)
+    );
     println!(
         "indexed find (project is X and status is Y, 50 rows): p50 {} p99 {} (target p50 <= 200 µs)",
         us(pct(samples.clone(), 0.5)),
