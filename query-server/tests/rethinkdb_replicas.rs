@@ -8,7 +8,6 @@
 //! Without either the test prints SKIPPED and passes.
 
 #[path = "it/support/mod.rs"]
-#[allow(dead_code, unreachable_pub)]
 mod support;
 
 use std::sync::Arc;

@@ -650,8 +650,7 @@ impl Compiler<'_> {
         };
         let link = default(field(field(doc, "f"), &hop.field), Json::Null);
         let target_type = hop.target_type.clone();
-        let target_type = target_type.clone();
-        let followed = self.let_(link, |l| {
+        self.let_(link, |l| {
             let tgt = self.lookup(json!(target_type), field(l.clone(), "id"));
             branch(
                 eq(l.clone(), Json::Null),
@@ -671,8 +670,7 @@ impl Compiler<'_> {
                     Json::Null,
                 ),
             )
-        });
-        followed
+        })
     }
 
     /// One part of a sort key (mirrors `query::sort_key`).

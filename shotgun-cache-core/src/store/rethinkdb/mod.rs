@@ -24,6 +24,20 @@
 //! connection is replaced on the next call, so the store recovers by itself when the server comes
 //! back. `wait_journal` is served by one changefeed per store on its own connection, reconnecting
 //! with backoff, with polling as a safety net.
+//!
+//! # Constructors
+//! - [`RethinkStore::connect`] (the syncer): connects, creates the database and fixed tables if
+//!   missing, loads the catalog; fails with `Unavailable` when the server cannot be reached.
+//! - [`RethinkStore::open_lazy`] (the query-server): no I/O and nothing created; connects on first
+//!   use, so a replica starts while RethinkDB is down and answers `Unavailable` until it is back. The
+//!   layouts are re-read every few seconds, since the syncer (another process) changes them.
+//!
+//! # Known limits
+//! - Sorting by anything but `id` is an in-memory `order_by` on the server (100,000 rows at most).
+//! - No TLS (RethinkDB's driver port is plain TCP here, as with `reql`).
+//! - Integers beyond 2^53 lose precision (RethinkDB numbers are doubles).
+//! - Between a promotion's layout update and its table swap (two single-document writes), readers
+//!   may briefly decode the old copy with the new layout.
 
 pub mod apply;
 mod commit;
