@@ -57,6 +57,9 @@ use wire::{Call, ERR_REQUEST, Fault};
 /// feature gate of `shotgun_api3` (paging without counts needs 7.4.0).
 const MIN_VERSION: [i64; 3] = [8, 0, 0];
 
+/// How long the site's `info` is waited for before the cache answers with its defaults.
+const INFO_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How long a forwarded write may take to show in the cache before the client is answered anyway.
 const VISIBILITY_WAIT: Duration = Duration::from_secs(10);
 
@@ -132,6 +135,7 @@ impl Api3 {
         };
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(300))
+            .connect_timeout(Duration::from_secs(10))
             // Redirects (e.g. a download to its signed storage URL) go back to the client unchanged.
             .redirect(reqwest::redirect::Policy::none())
             .pool_idle_timeout(Duration::from_secs(60))
@@ -354,9 +358,15 @@ impl Api3 {
             .site_info
             .get_or_try_init(|| async {
                 let body = Bytes::from_static(br#"{"method_name":"info","params":[]}"#);
-                let answer = forward::forward(&self.inner.http, &self.inner.site_url, body)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                // `info` is every client's first call: a site that does not answer quickly must not
+                // hold it up (the defaults are answered instead, and the site is asked again next time).
+                let answer = tokio::time::timeout(
+                    INFO_TIMEOUT,
+                    forward::forward(&self.inner.http, &self.inner.site_url, body),
+                )
+                .await
+                .map_err(|_| format!("no answer within {INFO_TIMEOUT:?}"))?
+                .map_err(|e| e.to_string())?;
                 let v: Json = serde_json::from_slice(&answer.body).map_err(|e| e.to_string())?;
                 v.get("results")
                     .cloned()
