@@ -419,10 +419,10 @@ fn run(g: &mut Gen<'_>, scale: u64) {
             let k = g.rng.random_range(1..=2usize).min(projects.len());
             let mut chosen: Vec<i64> = Vec::new();
             while chosen.len() < k {
-                if let Some(p) = g.pick(&projects) {
-                    if !chosen.contains(&p) {
-                        chosen.push(p);
-                    }
+                if let Some(p) = g.pick(&projects)
+                    && !chosen.contains(&p)
+                {
+                    chosen.push(p);
                 }
             }
             for p in chosen {
@@ -678,12 +678,11 @@ fn run(g: &mut Gen<'_>, scale: u64) {
                 if let Some(u) = g.pick(&users) {
                     assignees.push(EntityRef::new("HumanUser", u));
                 }
-                if g.rng.random_bool(0.2) {
-                    if let Some(u) = g.pick(&users) {
-                        if !assignees.iter().any(|a| a.id == u) {
-                            assignees.push(EntityRef::new("HumanUser", u));
-                        }
-                    }
+                if g.rng.random_bool(0.2)
+                    && let Some(u) = g.pick(&users)
+                    && !assignees.iter().any(|a| a.id == u)
+                {
+                    assignees.push(EntityRef::new("HumanUser", u));
                 }
                 f.put(&mut e, "task_assignees", Value::MultiEntity(assignees));
                 let c = g.created(made + k, n_tasks_target);

@@ -95,16 +95,16 @@ fn unauthorized(detail: &str) -> Response {
 
 /// The actor behind the request's bearer token, or the 401 to send.
 fn authorize(state: &AppState, headers: &HeaderMap) -> Result<Actor, Response> {
-    if let Some(accept) = headers.get("accept").and_then(|v| v.to_str().ok()) {
-        if accept.contains("vnd+shotgun") {
-            return Err(envelope(
-                StatusCode::NOT_ACCEPTABLE,
-                406,
-                "Not Acceptable",
-                None,
-                Some(format!("Accept type '{accept}' is not supported")),
-            ));
-        }
+    if let Some(accept) = headers.get("accept").and_then(|v| v.to_str().ok())
+        && accept.contains("vnd+shotgun")
+    {
+        return Err(envelope(
+            StatusCode::NOT_ACCEPTABLE,
+            406,
+            "Not Acceptable",
+            None,
+            Some(format!("Accept type '{accept}' is not supported")),
+        ));
     }
     let Some(h) = headers.get("authorization").and_then(|v| v.to_str().ok()) else {
         return Err(unauthorized("Authorization header is missing"));
@@ -169,15 +169,15 @@ async fn access_token(State(state): State<AppState>, headers: HeaderMap, body: B
             match state.site.authenticate_script(name, key) {
                 Ok(actor) => {
                     let sudo = sudo_scope(&form);
-                    if let Some(login) = sudo {
-                        if state.site.sudo_actor(&actor, login).is_none() {
-                            return bad_request(
-                                102,
-                                format!(
-                                    "Cannot 'sudo' - user '{login}' does not exist or is not active"
-                                ),
-                            );
-                        }
+                    if let Some(login) = sudo
+                        && state.site.sudo_actor(&actor, login).is_none()
+                    {
+                        return bad_request(
+                            102,
+                            format!(
+                                "Cannot 'sudo' - user '{login}' does not exist or is not active"
+                            ),
+                        );
                     }
                     token_response(&state, name, actor.user.id, sudo)
                 }

@@ -155,7 +155,7 @@ pub fn slug(entity_type: &str) -> String {
 /// A field path as the projection and the sorter need it, resolved against the schema.
 fn resolve_path(schema: &SiteSchema, entity_type: &str, raw: &str) -> Option<FieldPath> {
     let parts: Vec<&str> = raw.split('.').collect();
-    if parts.len() % 2 == 0 {
+    if parts.len().is_multiple_of(2) {
         return None;
     }
     let mut current = entity_type.to_owned();

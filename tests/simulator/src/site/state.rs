@@ -197,14 +197,14 @@ impl State {
             .map(|(id, _)| *id)
             .collect();
         for id in due {
-            if let Some(p) = self.pending.remove(&id) {
-                if id >= self.archived_before {
-                    self.tables
-                        .entry(EVENT_TYPE.to_owned())
-                        .or_default()
-                        .rows
-                        .insert(id, p.row);
-                }
+            if let Some(p) = self.pending.remove(&id)
+                && id >= self.archived_before
+            {
+                self.tables
+                    .entry(EVENT_TYPE.to_owned())
+                    .or_default()
+                    .rows
+                    .insert(id, p.row);
             }
         }
     }

@@ -319,7 +319,7 @@ fn check_link(
     v: &Json,
 ) -> Result<EntityRef, SiteError> {
     let r = EntityRef::from_json(v).map_err(|e| invalid(verb, t, &fs.name, e.to_string()))?;
-    if !fs.valid_types.is_empty() && !fs.valid_types.iter().any(|x| *x == r.entity_type) {
+    if !fs.valid_types.is_empty() && !fs.valid_types.contains(&r.entity_type) {
         return Err(invalid(
             verb,
             t,
@@ -591,17 +591,13 @@ fn set_field(
     tx.save(st, t, id);
     store(st, t, id, field, new.clone());
     let logged = !(in_create && UNLOGGED_IN_CREATE.contains(&field));
-    if logged {
-        if let Some(row) = st.row(t, id) {
-            let d = if dt == DataType::MultiEntity {
-                events::multi_change_draft(
-                    st, tx.actor, row, field, &added, &removed, in_create, None,
-                )
-            } else {
-                events::change_draft(st, tx.actor, row, field, dt, &old, &new, in_create, None)
-            };
-            tx.drafts.push(d);
-        }
+    if logged && let Some(row) = st.row(t, id) {
+        let d = if dt == DataType::MultiEntity {
+            events::multi_change_draft(st, tx.actor, row, field, &added, &removed, in_create, None)
+        } else {
+            events::change_draft(st, tx.actor, row, field, dt, &old, &new, in_create, None)
+        };
+        tx.drafts.push(d);
     }
     if dt.is_link() {
         let origin = format!("{t}.{field}");
@@ -666,10 +662,10 @@ fn link(
             }
         }
         _ => {
-            if let Value::Entity(o) = &old {
-                if o.same_target(src) {
-                    return;
-                }
+            if let Value::Entity(o) = &old
+                && o.same_target(src)
+            {
+                return;
             }
             tx.save(st, &target.entity_type, target.id);
             let new = Value::Entity(src.clone());
@@ -689,13 +685,12 @@ fn link(
                 tx.drafts.push(d);
             }
             // The row the target pointed at before loses the target from its side of the link.
-            if let Value::Entity(prev) = old {
-                if let Some((pf, pdt)) =
+            if let Value::Entity(prev) = old
+                && let Some((pf, pdt)) =
                     reverse_field(st, &target.entity_type, rf, &prev.entity_type)
-                {
-                    let origin2 = format!("{}.{rf}", target.entity_type);
-                    unlink(st, tx, &prev, &pf, pdt, target, &origin2, in_create);
-                }
+            {
+                let origin2 = format!("{}.{rf}", target.entity_type);
+                unlink(st, tx, &prev, &pf, pdt, target, &origin2, in_create);
             }
         }
     }
@@ -804,10 +799,10 @@ fn create(
         ) {
             continue;
         }
-        if let Ok(v) = Value::from_json(fs.data_type, &fs.default_value) {
-            if v != Value::empty_for(fs.data_type) {
-                defaults.push((name.clone(), fs.data_type, v));
-            }
+        if let Ok(v) = Value::from_json(fs.data_type, &fs.default_value)
+            && v != Value::empty_for(fs.data_type)
+        {
+            defaults.push((name.clone(), fs.data_type, v));
         }
     }
     let user = Value::Entity(EntityRef::new(
@@ -820,10 +815,10 @@ fn create(
         ("created_by", user.clone()),
         ("updated_by", user),
     ] {
-        if let Some(fs) = schema.fields.get(f) {
-            if !values.iter().any(|(n, _, _)| n == f) {
-                defaults.push((f.to_owned(), fs.data_type, v));
-            }
+        if let Some(fs) = schema.fields.get(f)
+            && !values.iter().any(|(n, _, _)| n == f)
+        {
+            defaults.push((f.to_owned(), fs.data_type, v));
         }
     }
     values.extend(defaults);
@@ -860,21 +855,22 @@ fn create(
                 continue;
             }
             set_field(st, tx, t, id, f, *dt, v.clone(), MultiMode::Set, true);
-        } else if !UNLOGGED_IN_CREATE.contains(&f.as_str()) && *v != Value::empty_for(*dt) {
-            if let Some(row) = st.row(t, id) {
-                let d = events::change_draft(
-                    st,
-                    tx.actor,
-                    row,
-                    f,
-                    *dt,
-                    &Value::empty_for(*dt),
-                    v,
-                    true,
-                    None,
-                );
-                tx.drafts.push(d);
-            }
+        } else if !UNLOGGED_IN_CREATE.contains(&f.as_str())
+            && *v != Value::empty_for(*dt)
+            && let Some(row) = st.row(t, id)
+        {
+            let d = events::change_draft(
+                st,
+                tx.actor,
+                row,
+                f,
+                *dt,
+                &Value::empty_for(*dt),
+                v,
+                true,
+                None,
+            );
+            tx.drafts.push(d);
         }
     }
     Ok(WriteResult::Created {
@@ -989,12 +985,10 @@ fn retire_one(st: &mut State, tx: &mut Tx<'_>, t: &str, id: i64, logged: bool) {
         row.retired = true;
     }
     st.retired_at.insert((t.to_owned(), id), tx.now);
-    if logged {
-        if let Some(row) = st.row(t, id) {
-            let [c, r] = events::retirement_drafts(st, tx.actor, row, tx.now);
-            tx.drafts.push(c);
-            tx.drafts.push(r);
-        }
+    if logged && let Some(row) = st.row(t, id) {
+        let [c, r] = events::retirement_drafts(st, tx.actor, row, tx.now);
+        tx.drafts.push(c);
+        tx.drafts.push(r);
     }
 }
 
@@ -1035,13 +1029,11 @@ fn revive(st: &mut State, tx: &mut Tx<'_>, t: &str, id: i64) -> Result<WriteResu
             if let Some(row) = st.row_mut(&ct, cid) {
                 row.retired = false;
             }
-            if logged {
-                if let Some(row) = st.row(&ct, cid) {
-                    let c = events::revival_change_draft(st, tx.actor, row, cwas);
-                    let r = events::revival_draft(st, tx.actor, row);
-                    tx.drafts.push(c);
-                    tx.drafts.push(r);
-                }
+            if logged && let Some(row) = st.row(&ct, cid) {
+                let c = events::revival_change_draft(st, tx.actor, row, cwas);
+                let r = events::revival_draft(st, tx.actor, row);
+                tx.drafts.push(c);
+                tx.drafts.push(r);
             }
         }
     }
