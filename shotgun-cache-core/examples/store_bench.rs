@@ -142,7 +142,7 @@ fn query(f: serde_json::Value, limit: Option<u64>) -> FindQuery {
         filter: filter(f),
         fields: ["code", "sg_status_list", "project", "sg_sequence"]
             .iter()
-            .map(|p| validate_path(&schema, "Shot", p).expect("valid path"))
+            .map(|p| validate_path(schema, "Shot", p).expect("valid path"))
             .collect(),
         sorts: Vec::new(),
         offset: 0,

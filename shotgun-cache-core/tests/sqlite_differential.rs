@@ -239,9 +239,9 @@ impl Gen<'_> {
         };
         match op {
             Is | IsNot => {
-                if self.rng.random_bool(0.2) && !matches!(dt, DataType::Checkbox | DataType::Uuid) {
-                    Json::Null
-                } else if dt == DataType::Image {
+                let null =
+                    self.rng.random_bool(0.2) && !matches!(dt, DataType::Checkbox | DataType::Uuid);
+                if null || dt == DataType::Image {
                     Json::Null
                 } else {
                     let v = one(self);

@@ -1393,15 +1393,18 @@ pub fn sample_writes(now: DateTime) -> Vec<EntityWrite> {
     w
 }
 
-/// The finds checked against the reference: `(type, filter, fields, sorts, offset, limit)`.
-fn representative_finds() -> Vec<(
+/// One find checked against the reference: `(type, filter, fields, sorts, offset, limit)`.
+type FindCase = (
     &'static str,
     Json,
     Vec<&'static str>,
     Vec<(&'static str, Direction)>,
     u64,
     Option<u64>,
-)> {
+);
+
+/// The finds checked against the reference.
+fn representative_finds() -> Vec<FindCase> {
     use Direction::{Asc, Desc};
     let p1 = json!({"type": "Project", "id": 1});
     let sq10 = json!({"type": "Sequence", "id": 10});

@@ -165,10 +165,10 @@ pub(crate) fn fill_multi(
             id: r.get(3).map_err(sql_err)?,
             name: r.get(4).map_err(sql_err)?,
         };
-        if let Some(e) = rows.get_mut(&src) {
-            if let Some(Value::MultiEntity(list)) = e.fields.get_mut(&field) {
-                list.push(link);
-            }
+        if let Some(e) = rows.get_mut(&src)
+            && let Some(Value::MultiEntity(list)) = e.fields.get_mut(&field)
+        {
+            list.push(link);
         }
     }
     Ok(())

@@ -103,10 +103,13 @@ impl<'a> Target<'a> {
     }
 }
 
+/// A journal entry to append: event id, type, id, op, changed fields, snapshot.
+type PendingEntry = (i64, String, i64, JournalOp, Vec<String>, Option<Entity>);
+
 /// What applying one write produced.
 struct Applied {
     outcome: WriteOutcome,
-    journal: Option<(i64, String, i64, JournalOp, Vec<String>, Option<Entity>)>,
+    journal: Option<PendingEntry>,
 }
 
 fn unchanged() -> Applied {
@@ -418,14 +421,7 @@ fn apply(conn: &Connection, tgt: &mut Target<'_>, w: &EntityWrite) -> Result<App
 pub(crate) fn append_journal(
     conn: &Connection,
     at: DateTime,
-    (event_id, entity_type, entity_id, op, fields, entity): (
-        i64,
-        String,
-        i64,
-        JournalOp,
-        Vec<String>,
-        Option<Entity>,
-    ),
+    (event_id, entity_type, entity_id, op, fields, entity): PendingEntry,
 ) -> Result<JournalEntry, StoreError> {
     conn.prepare_cached(
         "INSERT INTO sc_journal(event_id, entity_type, entity_id, op, fields, at, entity) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -493,10 +489,10 @@ pub(crate) fn commit(
         let tgt = live.get_mut(key).expect("the target was just inserted");
         let a = apply(conn, tgt, w)?;
         result.outcomes.push(a.outcome);
-        if batch.journal {
-            if let Some(j) = a.journal {
-                result.journal.push(append_journal(conn, at, j)?);
-            }
+        if batch.journal
+            && let Some(j) = a.journal
+        {
+            result.journal.push(append_journal(conn, at, j)?);
         }
     }
     for w in &batch.staging {
