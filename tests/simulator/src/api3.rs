@@ -566,3 +566,160 @@ fn text_search(site: &Site, p: &Json) -> Result<Json, Fault> {
     let matches: Vec<Json> = matches.into_iter().take(max).map(|m| m.3).collect();
     Ok(json!({ "matches": matches, "terms": terms }))
 }
+
+#[cfg(test)]
+mod tests {
+    //! The site's api3 methods called through `dispatch`, on a small generated site.
+
+    use super::*;
+    use crate::config::SimConfig;
+
+    fn site() -> Arc<Site> {
+        let config = SimConfig {
+            scale: 300,
+            types: Some(vec!["Project".into(), "Sequence".into(), "Shot".into()]),
+            ..SimConfig::default()
+        };
+        crate::server::build_site(&config)
+            .expect("build the site")
+            .0
+    }
+
+    fn call(site: &Arc<Site>, method: &str, params: Json) -> Result<Json, (i64, String)> {
+        let body = json!({"method_name": method, "params": [{"script_name": "cache", "script_key": "secret"}, params]});
+        dispatch(site, &body).map_err(|Fault(code, msg)| (code, msg))
+    }
+
+    #[test]
+    fn info_and_credentials() {
+        let s = site();
+        let info = dispatch(&s, &json!({"method_name": "info", "params": []}))
+            .map_err(|f| f.1)
+            .expect("info");
+        assert_eq!(info["version"], json!([8, 89, 0]));
+        let bad = json!({"method_name": "read", "params": [{"script_name": "cache", "script_key": "nope"}, {"type": "Shot"}]});
+        let Err(Fault(code, msg)) = dispatch(&s, &bad) else {
+            panic!("a bad key must fault")
+        };
+        assert_eq!(
+            (code, msg.as_str()),
+            (102, "Can't authenticate script 'cache'")
+        );
+    }
+
+    #[test]
+    fn reads_page_with_paging_info() {
+        let s = site();
+        let all = call(&s, "read", json!({"type": "Shot", "return_fields": ["code"], "paging": {"entities_per_page": 5000, "current_page": 1}}))
+            .expect("read");
+        let n = all["entities"].as_array().map_or(0, Vec::len) as u64;
+        assert!(n > 5, "the site has shots");
+        let page = call(
+            &s,
+            "read",
+            json!({"type": "Shot", "return_fields": ["code", "sg_sequence.Sequence.code"], "return_paging_info": true,
+                   "paging": {"entities_per_page": 5, "current_page": 2}}),
+        )
+        .expect("read");
+        assert_eq!(page["entities"].as_array().map(Vec::len), Some(5));
+        assert_eq!(page["entities"][0]["type"], json!("Shot"));
+        assert!(
+            page["entities"][0]
+                .get("sg_sequence.Sequence.code")
+                .is_some()
+        );
+        assert_eq!(page["paging_info"]["has_next_page"], json!(n > 10));
+        assert_eq!(page["paging_info"]["entity_count"], json!(n));
+        assert_eq!(page["paging_info"]["page_count"], json!(n.div_ceil(5)));
+        let (code, msg) = call(
+            &s,
+            "read",
+            json!({"type": "Shot", "filters": {"logical_operator": "and",
+            "conditions": [{"path": "sg_nope", "relation": "is", "values": [1]}]}}),
+        )
+        .expect_err("unknown field");
+        assert_eq!(code, 103);
+        assert!(msg.contains("sg_nope"), "{msg}");
+    }
+
+    #[test]
+    fn writes_answer_records_and_booleans() {
+        let s = site();
+        let created = call(
+            &s,
+            "create",
+            json!({"type": "Shot", "fields": [{"field_name": "code", "value": "api3-sim"}], "return_fields": ["sg_status_list"]}),
+        )
+        .expect("create");
+        let id = created["id"].as_i64().expect("an id");
+        assert_eq!(created["type"], json!("Shot"));
+        assert_eq!(created["code"], json!("api3-sim"));
+        assert!(created.get("sg_status_list").is_some());
+        let updated = call(&s, "update", json!({"type": "Shot", "id": id, "fields": [{"field_name": "code", "value": "renamed"}]}))
+            .expect("update");
+        assert_eq!(
+            updated,
+            json!({"type": "Shot", "id": id, "code": "renamed"})
+        );
+        assert_eq!(
+            call(&s, "delete", json!({"type": "Shot", "id": id})).expect("delete"),
+            json!(true)
+        );
+        assert_eq!(
+            call(&s, "delete", json!({"type": "Shot", "id": id})).expect("delete again"),
+            json!(false)
+        );
+        let batch = call(
+            &s,
+            "batch",
+            json!([{"request_type": "revive", "type": "Shot", "id": id},
+                   {"request_type": "create", "type": "Shot", "fields": [{"field_name": "code", "value": "b"}]}]),
+        )
+        .expect("batch");
+        assert_eq!(batch[0], json!(true));
+        assert_eq!(batch[1]["code"], json!("b"));
+        let found = call(
+            &s,
+            "query_display_name_cache",
+            json!({"text": "renamed", "entity_types": {"Shot": []}}),
+        )
+        .expect("text search");
+        assert_eq!(found["matches"][0]["id"], json!(id));
+    }
+
+    #[test]
+    fn summarize_and_schema() {
+        let s = site();
+        let out = call(
+            &s,
+            "summarize",
+            json!({"type": "Shot", "summaries": [{"field": "id", "type": "count"}],
+                   "grouping": [{"field": "sg_sequence", "type": "exact", "direction": "asc"}]}),
+        )
+        .expect("summarize");
+        let total = out["summaries"]["id"].as_i64().expect("a count");
+        let grouped: i64 = out["groups"]
+            .as_array()
+            .expect("groups")
+            .iter()
+            .filter_map(|g| g["summaries"]["id"].as_i64())
+            .sum();
+        assert_eq!(grouped, total);
+        let (_, msg) = call(&s, "summarize", json!({"type": "Shot", "summaries": [{"field": "sg_status_list", "type": "status_list"}]}))
+            .expect_err("not simulated");
+        assert!(msg.contains("not simulated"), "{msg}");
+        let field = call(
+            &s,
+            "schema_field_read",
+            json!({"type": "Shot", "field_name": "code"}),
+        )
+        .expect("schema");
+        assert_eq!(field["code"]["data_type"]["value"], json!("text"));
+        assert!(
+            call(&s, "schema_read", Json::Null)
+                .expect("schema_read")
+                .get("Shot")
+                .is_some()
+        );
+    }
+}
