@@ -547,6 +547,37 @@ async fn single_get_summarize_schema() {
         .map(|g| g["summaries"]["id"].as_u64().unwrap())
         .sum();
     assert_eq!(grouped, total);
+    // Other summary types through the shared implementation: a sum checked against the truth.
+    let r = h
+        .http
+        .post(h.url("/api/v1/entity/tasks/_summarize"))
+        .bearer_auth(&h.token)
+        .header("content-type", ARRAY_CT)
+        .body(
+            json!({"filters": [], "summary_fields": [{"field": "est_in_mins", "type": "sum"}]})
+                .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let b: Json = r.json().await.unwrap();
+    let expected: i64 = h
+        .sim
+        .site()
+        .truth(Some(&["Task".to_owned()]))
+        .iter()
+        .filter(|t| !t.retired)
+        .filter_map(|t| match t.fields.get("est_in_mins") {
+            Some(shotgun_cache_core::model::Value::Int(n)) => Some(*n),
+            _ => None,
+        })
+        .sum();
+    assert_eq!(
+        b["data"]["summaries"]["est_in_mins"].as_f64().unwrap() as i64,
+        expected,
+        "{b}"
+    );
 
     let (s, b) = h.get("/api/v1/schema").await;
     assert_eq!(s, 200);

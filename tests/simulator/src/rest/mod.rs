@@ -19,6 +19,7 @@ use axum::routing::{get, post};
 use serde_json::{Value as Json, json};
 use shotgun_cache_core::model::DataType;
 use shotgun_cache_core::query::Direction;
+use shotgun_cache_core::summarize;
 
 use crate::auth::TokenError;
 use crate::server::AppState;
@@ -718,72 +719,34 @@ async fn summarize(
     if let Err(r) = check_filter_syntax(hash, &filters, 0) {
         return r;
     }
-    let mut summary_fields = Vec::new();
-    for s in b
-        .get("summary_fields")
-        .and_then(Json::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let field = s
-            .get("field")
-            .and_then(Json::as_str)
-            .unwrap_or("id")
-            .to_owned();
-        let kind = s.get("type").and_then(Json::as_str).unwrap_or("count");
-        if !matches!(kind, "count" | "record_count") {
-            return bad_request(
-                103,
-                format!(
-                    "summary type '{kind}' is not supported by the simulator (only count and record_count)"
-                ),
-            );
-        }
-        summary_fields.push(field);
-    }
-    let group = b
-        .get("grouping")
-        .and_then(Json::as_array)
-        .and_then(|g| g.first())
-        .and_then(|g| g.get("field"))
-        .and_then(Json::as_str)
-        .map(str::to_owned);
+    let request = match summarize::parse_wire(
+        b.get("summary_fields").unwrap_or(&json!([])),
+        b.get("grouping"),
+    ) {
+        Ok(r) => r,
+        Err(e) => return bad_request(103, e.to_string()),
+    };
+    let include_archived = parse_bool(
+        b.get("options")
+            .and_then(|o| o.get("include_archived_projects")),
+        true,
+    );
     let site = state.site.clone();
-    let tt = t.clone();
     let result = tokio::task::spawn_blocking(move || {
-        site.summarize(&tt, &QueryFilter::Wire(filters), group.as_deref())
+        site.summarize_request(&t, &QueryFilter::Wire(filters), &request, include_archived)
     })
     .await;
-    let s = match result {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return site_error(&e),
-        Err(e) => {
-            return envelope(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                500,
-                "Shotgun Server Error",
-                None,
-                Some(e.to_string()),
-            );
-        }
-    };
-    let sums = |n: u64| -> Json {
-        Json::Object(
-            summary_fields
-                .iter()
-                .map(|f| (f.clone(), json!(n)))
-                .collect(),
-        )
-    };
-    let groups: Vec<Json> = s
-        .groups
-        .iter()
-        .map(|(v, name, n)| json!({"group_name": name, "group_value": v, "summaries": sums(*n)}))
-        .collect();
-    json_response(
-        StatusCode::OK,
-        json!({"data": {"summaries": sums(s.count), "groups": groups}}),
-    )
+    match result {
+        Ok(Ok(r)) => json_response(StatusCode::OK, json!({ "data": r.to_json() })),
+        Ok(Err(e)) => site_error(&e),
+        Err(e) => envelope(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            500,
+            "Shotgun Server Error",
+            None,
+            Some(e.to_string()),
+        ),
+    }
 }
 
 fn parse_id(id: &str, t: &str) -> Result<i64, Response> {

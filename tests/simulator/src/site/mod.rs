@@ -581,6 +581,76 @@ impl Site {
         read::summarize(&st, entity_type, filter, group_by)
     }
 
+    /// `summarize` with every summary type and grouping the shared implementation
+    /// (`shotgun_cache_core::summarize`) answers, over the rows matching `filter`.
+    ///
+    /// # Errors
+    /// Unknown type or field, a bad filter, or a summary the shared implementation does not compute.
+    pub fn summarize_request(
+        &self,
+        entity_type: &str,
+        filter: &QueryFilter,
+        request: &shotgun_cache_core::summarize::SummarizeRequest,
+        include_archived_projects: bool,
+    ) -> Result<shotgun_cache_core::summarize::SummaryResult, SiteError> {
+        use shotgun_cache_core::summarize::{self, SummarizeError};
+        let schema = self.schema();
+        if schema.entity(entity_type).is_none() {
+            return Err(SiteError::UnknownEntityType(entity_type.to_owned()));
+        }
+        let mut data_types: Vec<(String, DataType)> = Vec::new();
+        for f in request
+            .summaries
+            .iter()
+            .map(|s| &s.field)
+            .chain(request.grouping.iter().map(|g| &g.field))
+        {
+            if data_types.iter().any(|(k, _)| k == f) {
+                continue;
+            }
+            let dt = if f == "id" {
+                DataType::Number
+            } else {
+                shotgun_cache_core::filter::validate_path(&schema, entity_type, f)
+                    .map_err(|_| SiteError::UnknownField {
+                        verb: "summarize",
+                        entity_type: entity_type.to_owned(),
+                        field: f.clone(),
+                    })?
+                    .leaf_type
+            };
+            data_types.push((f.clone(), dt));
+        }
+        let q = Query {
+            entity_type: entity_type.to_owned(),
+            filter: filter.clone(),
+            fields: Fields::Only(summarize::needed_fields(request)),
+            sorts: Vec::new(),
+            offset: 0,
+            limit: usize::MAX,
+            retired_only: false,
+            include_archived_projects,
+        };
+        let records: Vec<shotgun_cache_core::query::Record> = self
+            .find(&q)?
+            .into_iter()
+            .map(|r| shotgun_cache_core::query::Record {
+                entity_type: r.entity_type,
+                id: r.id,
+                fields: r.fields.into_iter().map(|f| (f.name, f.value)).collect(),
+            })
+            .collect();
+        let lookup = |f: &str| data_types.iter().find(|(k, _)| k == f).map(|(_, t)| *t);
+        summarize::summarize(request, &records, &lookup).map_err(|e| match e {
+            SummarizeError::Unsupported { what, reason } => {
+                SiteError::BadRequest(format!("API summarize() {what} is not simulated: {reason}"))
+            }
+            SummarizeError::Invalid(m) => {
+                SiteError::BadRequest(format!("Request Parameters invalid. {m}"))
+            }
+        })
+    }
+
     /// One row with the requested fields (`None` fields = all). Retired rows only when `retired`.
     pub fn read_one(
         &self,
