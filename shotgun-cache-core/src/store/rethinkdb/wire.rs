@@ -2,7 +2,7 @@
 //! queries, partial-sequence continuation), used instead of the `reql` crate's query API.
 //!
 //! # Why our own layer
-//! `reql` 0.11.2 (unmaintained) cannot send optional arguments for arbitrary terms (`with_opts` is
+//! The `reql` crate (0.11.2, unmaintained; therefore not a dependency) cannot send optional arguments for arbitrary terms (`with_opts` is
 //! `pub(crate)`): `order_by` with an index, `index_wait`, compound-key `get_all`, `return_changes` on
 //! `replace`, and `non_atomic` are either broken or unreachable through it. It also serialises every
 //! query on a session behind one mutex, has no timeouts, and dropping one of its futures mid-exchange
