@@ -490,9 +490,11 @@ async fn bench(
     }
     let started = Instant::now();
     let mut peak_rss = 0;
+    let mut peak_anon = 0;
     while Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(250)).await;
         peak_rss = peak_rss.max(rss_kb(pid, "VmRSS:").unwrap_or(0));
+        peak_anon = peak_anon.max(rss_kb(pid, "RssAnon:").unwrap_or(0));
     }
     let mut total = 0;
     for t in tasks {
@@ -566,7 +568,7 @@ async fn bench(
                     event_id: run_base + k as i64,
                     changes: vec![FieldChange::Set(
                         "sg_cut_in".into(),
-                        Value::Int(k as i64 + 7_000_000),
+                        Value::Int(run_base + k as i64),
                     )],
                 }],
                 journal: true,
@@ -607,10 +609,14 @@ async fn bench(
         &h,
     );
     println!(
-        "query-server RSS: peak during Find load {} kB, during Watch {} kB, high-water mark {} kB",
+        "query-server RSS: peak during Find load {} kB (anonymous {} kB), during Watch {} kB, high-water mark {} kB \
+         (now: anonymous {} kB + file-backed {} kB, the SQLite mmap of the store file)",
         peak_rss,
+        peak_anon,
         peak_watch_rss,
-        rss_kb(pid, "VmHWM:").unwrap_or(0)
+        rss_kb(pid, "VmHWM:").unwrap_or(0),
+        rss_kb(pid, "RssAnon:").unwrap_or(0),
+        rss_kb(pid, "RssFile:").unwrap_or(0),
     );
 
     if sim_scale > 0 {

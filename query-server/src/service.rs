@@ -158,6 +158,14 @@ pub struct QueryService {
     store: Arc<dyn Store>,
     catalog: Catalog,
     hub: JournalHub,
+    /// Bounds concurrent store queries (and so store connections and their memory). Waiting for a
+    /// permit counts against the call's deadline.
+    limiter: Arc<tokio::sync::Semaphore>,
+}
+
+/// The default bound on concurrent store queries: twice the cores, at least 4.
+pub fn default_query_concurrency() -> usize {
+    std::thread::available_parallelism().map_or(4, |n| (n.get() * 2).max(4))
 }
 
 /// Records how long a store call took (the `store_query_seconds` histogram).
@@ -167,11 +175,27 @@ fn observe_store(op: &'static str, started: Instant) {
 
 impl QueryService {
     pub fn new(store: Arc<dyn Store>, catalog: Catalog, hub: JournalHub) -> QueryService {
+        let limiter = Arc::new(tokio::sync::Semaphore::new(default_query_concurrency()));
         QueryService {
             store,
             catalog,
             hub,
+            limiter,
         }
+    }
+
+    /// The same service with at most `n` store queries running at once.
+    pub fn with_max_concurrent_queries(mut self, n: usize) -> QueryService {
+        self.limiter = Arc::new(tokio::sync::Semaphore::new(n.max(1)));
+        self
+    }
+
+    async fn permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, QueryError> {
+        self.limiter.acquire().await.map_err(|_| {
+            QueryError::Store(shotgun_cache_core::store::StoreError::Internal(
+                "query limiter closed".into(),
+            ))
+        })
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -264,6 +288,7 @@ impl QueryService {
     /// Find: one page of matching records.
     pub async fn find(&self, p: &FindParams) -> Result<FindPage, QueryError> {
         let (q, limit, hash) = self.plan_find(p)?;
+        let _permit = self.permit().await?;
         let started = Instant::now();
         let records = self.store.find(&q).await;
         observe_store("find", started);
@@ -281,6 +306,7 @@ impl QueryService {
         let snap = self.catalog.snapshot();
         snap.check_served_type(&p.entity_type)?;
         let filter = Self::resolve_filter(&snap, &p.entity_type, p.filter.as_ref())?;
+        let _permit = self.permit().await?;
         let q = CountQuery {
             entity_type: p.entity_type.clone(),
             filter,
