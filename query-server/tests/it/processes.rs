@@ -177,7 +177,9 @@ async fn two_processes_over_one_sqlite_file() {
                 std::time::Instant::now() < deadline,
                 "the query-server did not stop after SIGTERM"
             );
-            std::thread::sleep(Duration::from_millis(50));
+            // An async sleep: the client connections on this runtime must keep running to answer
+            // the server's graceful GOAWAY/PING, or the server waits on them.
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 }
