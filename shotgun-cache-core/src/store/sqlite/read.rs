@@ -50,10 +50,15 @@ pub(crate) fn load_many(
             &narrowed
         }
     };
-    let sql = RowSql::new(layout, tc.table(), tc.multi_table());
+    // Only the SELECT is needed here (RowSql would also build the write statements).
+    let cols: Vec<String> = rows::column_list(layout)
+        .iter()
+        .map(|c| format!("t.{}", codec::ident(c)))
+        .collect();
     let q = format!(
         "SELECT {} FROM {} AS t WHERE t.id IN (SELECT value FROM json_each(?1))",
-        sql.select_cols, sql.table
+        cols.join(", "),
+        tc.table()
     );
     let mut stmt = conn.prepare_cached(&q).map_err(sql_err)?;
     let mut rows_out = Vec::with_capacity(ids.len());
@@ -70,7 +75,7 @@ pub(crate) fn load_many(
     {
         let mut by_id: BTreeMap<i64, &mut Entity> =
             rows_out.iter_mut().map(|e| (e.id, e)).collect();
-        rows::fill_multi(conn, &sql.multi, &mut by_id)?;
+        rows::fill_multi(conn, &tc.multi_table(), &mut by_id)?;
     }
     Ok(rows_out)
 }

@@ -21,9 +21,7 @@ pub(crate) struct StoredRow {
 /// The SQL texts for one physical table pair (cached per commit).
 pub(crate) struct RowSql {
     pub(crate) table: String,
-    pub(crate) multi: String,
     pub(crate) select_by_id: String,
-    pub(crate) select_cols: String,
     pub(crate) upsert: String,
     pub(crate) multi_select: String,
     pub(crate) multi_insert: String,
@@ -79,9 +77,7 @@ impl RowSql {
             multi_delete_field: format!("DELETE FROM {multi} WHERE src_id = ?1 AND field = ?2"),
             multi_delete_all: format!("DELETE FROM {multi} WHERE src_id = ?1"),
             delete: format!("DELETE FROM {table} WHERE id = ?1"),
-            select_cols,
             table,
-            multi,
         }
     }
 
