@@ -310,6 +310,19 @@ async fn latency(
     Ok(h)
 }
 
+/// User + system CPU time of a process, in clock ticks (100 per second on Linux).
+fn cpu_ticks(pid: u32) -> u64 {
+    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0;
+    };
+    // Fields after the command name (which may contain spaces) start after the last ')'.
+    let rest = s.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
+    f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+        + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+}
+
 fn rss_kb(pid: u32, key: &str) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     s.lines()
@@ -489,6 +502,7 @@ async fn bench(
         }));
     }
     let started = Instant::now();
+    let cpu_before = cpu_ticks(pid);
     let mut peak_rss = 0;
     let mut peak_anon = 0;
     while Instant::now() < deadline {
@@ -501,11 +515,20 @@ async fn bench(
         total += t.await??;
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let cpu_secs = cpu_ticks(pid).saturating_sub(cpu_before) as f64 / 100.0;
     println!(
         "{:<58} {:.0} Find/s ({total} in {elapsed:.1} s; client and server share the machine's cores)",
         "indexed Find, 32 concurrent clients (gRPC)",
         total as f64 / elapsed
     );
+    if total > 0 {
+        println!(
+            "{:<58} {:.0} us CPU per Find (server process only: {cpu_secs:.1} CPU-s), i.e. {:.0} Find/s per core",
+            "  query-server CPU",
+            cpu_secs * 1e6 / total as f64,
+            total as f64 / cpu_secs.max(0.01)
+        );
+    }
 
     // Watch: 100 subscribers; latency from the writer's commit to delivery.
     let subscribers = 100;
