@@ -470,19 +470,21 @@ impl Site {
     ) -> Result<Vec<Entity>, SiteError> {
         let mut out = Vec::new();
         for chunk in ids.chunks(500) {
+            // Live rows first; only the ids not found live are asked for as tombstones.
+            let mut wanted: Vec<i64> = chunk.to_vec();
             for ro in [ReturnOnly::Active, ReturnOnly::Retired] {
-                let filters = combine(vec![json!(["id", "in", chunk])], extra_filter);
+                if wanted.is_empty() {
+                    break;
+                }
+                let filters = combine(vec![json!(["id", "in", wanted])], extra_filter);
                 let raw = self
                     .search_raw(entity_type, &filters, fields, "id", 500, ro)
                     .await?;
                 for r in &raw {
-                    out.push(parse_record(
-                        schema,
-                        entity_type,
-                        fields,
-                        r,
-                        ro == ReturnOnly::Retired,
-                    )?);
+                    let e =
+                        parse_record(schema, entity_type, fields, r, ro == ReturnOnly::Retired)?;
+                    wanted.retain(|id| *id != e.id);
+                    out.push(e);
                 }
             }
         }
