@@ -65,7 +65,32 @@ fn call_deadline(md: &tonic::metadata::MetadataMap, cap: Duration) -> Duration {
 fn record(method: &'static str, started: Instant, code: tonic::Code) {
     metrics::histogram!("grpc_server_handling_seconds", "method" => method)
         .record(started.elapsed().as_secs_f64());
-    metrics::counter!("grpc_server_handled_total", "method" => method, "code" => format!("{code:?}")).increment(1);
+    metrics::counter!("grpc_server_handled_total", "method" => method, "code" => code_name(code))
+        .increment(1);
+}
+
+/// The status code's name as gRPC spells it (a static string: no allocation per call).
+fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code as C;
+    match code {
+        C::Ok => "OK",
+        C::Cancelled => "CANCELLED",
+        C::Unknown => "UNKNOWN",
+        C::InvalidArgument => "INVALID_ARGUMENT",
+        C::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        C::NotFound => "NOT_FOUND",
+        C::AlreadyExists => "ALREADY_EXISTS",
+        C::PermissionDenied => "PERMISSION_DENIED",
+        C::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        C::FailedPrecondition => "FAILED_PRECONDITION",
+        C::Aborted => "ABORTED",
+        C::OutOfRange => "OUT_OF_RANGE",
+        C::Unimplemented => "UNIMPLEMENTED",
+        C::Internal => "INTERNAL",
+        C::Unavailable => "UNAVAILABLE",
+        C::DataLoss => "DATA_LOSS",
+        C::Unauthenticated => "UNAUTHENTICATED",
+    }
 }
 
 impl GrpcQueryService {
@@ -268,7 +293,7 @@ impl tonic::service::Interceptor for AuthInterceptor {
         if bool::from(ok) {
             Ok(req)
         } else {
-            metrics::counter!("grpc_server_handled_total", "method" => "any", "code" => "Unauthenticated").increment(1);
+            metrics::counter!("grpc_server_handled_total", "method" => "any", "code" => "UNAUTHENTICATED").increment(1);
             Err(Status::unauthenticated(if given.is_empty() {
                 "missing bearer token: send metadata 'authorization: Bearer <token>'"
             } else {

@@ -286,7 +286,7 @@ pub async fn run_with(
     let mut builder = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .trace_fn(|req| tracing::info_span!("grpc", method = %req.uri().path()));
+        .trace_fn(|req| tracing::debug_span!("grpc", method = %req.uri().path()));
     if qs.max_connection_age_secs > 0 {
         builder = builder
             .max_connection_age(Duration::from_secs(qs.max_connection_age_secs))
