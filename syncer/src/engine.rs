@@ -865,30 +865,34 @@ impl Engine {
         }
         // Patches, retirements and revivals of entities the cache does not hold: re-read them
         // (or, for a type with a cache filter, skip them: the entity does not match).
+        // Writes for entities the cache does not hold yet are kept for after their re-read: the
+        // re-read creates the row, then the writes record their event ids on it (so an older event
+        // that arrives later cannot undo them, e.g. a late retirement after a revival).
+        let mut after_reread: Vec<EntityWrite> = Vec::new();
         {
             let known = self.known.lock().await;
-            writes.retain(|w| {
-                let (t, id) = write_target(w);
-                if rereads.get(t).is_some_and(|m| m.contains_key(&id)) {
-                    // The re-read (committed after the patches) reflects this event; a patch on a
-                    // row that does not exist yet would only report `Missing`.
-                    return known.contains(t, id);
-                }
+            let mut kept = Vec::with_capacity(writes.len());
+            for w in writes {
+                let (t, id) = write_target(&w);
                 if known.contains(t, id) {
-                    return true;
+                    kept.push(w);
+                    continue;
                 }
-                let Some(p) = plans.get(t) else { return false };
-                if p.filter.is_none() {
-                    let ev = write_event_id(w);
-                    let e = rereads
-                        .entry(t.to_owned())
-                        .or_default()
-                        .entry(id)
-                        .or_insert(0);
-                    *e = (*e).max(ev);
+                let Some(p) = plans.get(t) else { continue };
+                if p.filter.is_some() && !rereads.get(t).is_some_and(|m| m.contains_key(&id)) {
+                    // Not cached and outside the cache filter (a filter-field change re-reads).
+                    continue;
                 }
-                false
-            });
+                let ev = write_event_id(&w);
+                let e = rereads
+                    .entry(t.to_owned())
+                    .or_default()
+                    .entry(id)
+                    .or_insert(0);
+                *e = (*e).max(ev);
+                after_reread.push(w);
+            }
+            writes = kept;
         }
         // Entities that link to revived ones: one query per (type, link field) for all of them.
         let mut revived: BTreeMap<String, (Vec<shotgun_cache_core::model::EntityRef>, i64)> =
@@ -927,6 +931,7 @@ impl Engine {
             let Some(p) = plans.get(t) else { continue };
             all.extend(self.reread_writes(p, ids, floor).await?);
         }
+        all.extend(after_reread);
 
         let mut new_schema = None;
         if schema_refresh {

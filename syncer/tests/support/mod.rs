@@ -335,8 +335,12 @@ pub async fn store_vs_site_except(
                 continue;
             };
             if *st_retired != row.retired {
+                let raw = store.get(t, *id).await.ok().flatten();
                 diffs.push(format!(
-                    "{t} {id}: retired is {st_retired} in the store, {} on the site",
+                    "{t} {id}: retired is {st_retired} in the store (get: retired {:?}, retired_version {:?}, last_event_id {:?}), {} on the site",
+                    raw.as_ref().map(|e| e.retired),
+                    raw.as_ref().map(|e| e.retired_version),
+                    raw.as_ref().map(|e| e.last_event_id),
                     row.retired
                 ));
             }
