@@ -5,7 +5,9 @@
 //! 2. **Decide** in memory with the ordering guard ([`super::apply`]), write by write, so several
 //!    writes to one entity in a batch compose.
 //! 3. **Journal first.** Every applied change gets a deterministic key
-//!    `"<event_id>:<type>:<id>:<op>:<digest of the new state>"`. Keys already in `journal` are
+//!    `"<event_id>:<type>:<id>:<op>:e"` for a change from an event (a replay reaches the same key even
+//!    when it takes another path to the same event), `"0:<type>:<id>:<op>:<digest of the new state>"`
+//!    for a write without one. Keys already in `journal` are
 //!    kept as they are (a replay); for the others a block of sequence numbers is reserved with one
 //!    atomic `update` of the `meta/journal_seq` counter (returning the new value), and the entries
 //!    are inserted with `conflict: "error"`, so an entry can never be written twice. One batch commits
@@ -119,7 +121,13 @@ async fn plan(
         let applied = apply(slot.current.as_ref(), w, layout, df.as_deref());
         if let WriteOutcome::Applied { op: jop, fields } = &applied.outcome {
             let kinds = kinds_of(t);
+            // An event-driven change is identified by (event, entity, op) alone: after a crash the
+            // syncer may reach the same event by another path (a re-read instead of a patch, a
+            // batch composed differently), so the new state need not be byte-identical and must not
+            // be part of the key. Writes without an event (import, scan, refresh) are told apart by
+            // the state they produce.
             let digest = match &applied.state {
+                _ if event_id(w) > 0 => "e".to_owned(),
                 Some(e) => {
                     let h = Sha256::digest(doc::encode_entity(e, &kinds).to_string().as_bytes());
                     h.iter()
