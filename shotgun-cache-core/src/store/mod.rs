@@ -21,6 +21,7 @@
 //!   while queries keep reading the live copy; `promote_staging` swaps it in atomically.
 
 pub mod conformance;
+pub(crate) mod guard;
 #[cfg(feature = "rethinkdb")]
 pub mod rethinkdb;
 pub mod sqlite;

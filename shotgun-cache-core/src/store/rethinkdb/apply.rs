@@ -4,8 +4,9 @@
 //! writes it with a compare-and-swap inside the database, so the guard's decision is made against
 //! exactly the state that is replaced.
 
-use crate::model::{DataType, Entity, EntityRef, Value};
-use crate::store::{EntityWrite, FieldChange, JournalOp, TypeLayout, WriteOutcome};
+use crate::model::{Entity, Value};
+use crate::store::guard::{changed_value, display_from, normalize, same_value};
+use crate::store::{EntityWrite, JournalOp, TypeLayout, WriteOutcome};
 
 /// The result of applying one write to the stored state.
 #[derive(Debug, Clone, PartialEq)]
@@ -61,41 +62,6 @@ fn applied(state: Option<Entity>, op: JournalOp, fields: Vec<String>) -> Applied
         state,
         write: true,
         outcome: WriteOutcome::Applied { op, fields },
-    }
-}
-
-/// Whether two values of a field are the same for change detection: links compare by target (names
-/// are presentation, made live at read time), multi_entity lists as multisets of targets (the site
-/// does not keep their order stable), everything else exactly. Same rule as the SQLite backend.
-pub(crate) fn same_value(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::Entity(x), Value::Entity(y)) => x.same_target(y),
-        (Value::MultiEntity(x), Value::MultiEntity(y)) => {
-            let key = |l: &EntityRef| (l.entity_type.clone(), l.id);
-            let mut x: Vec<_> = x.iter().map(key).collect();
-            let mut y: Vec<_> = y.iter().map(key).collect();
-            x.sort();
-            y.sort();
-            x == y
-        }
-        _ => a == b,
-    }
-}
-
-/// `Null` becomes `false` for checkbox and `[]` for multi_entity.
-fn normalize(dt: DataType, v: Value) -> Value {
-    match (dt, v) {
-        (DataType::Checkbox, Value::Null) => Value::Bool(false),
-        (DataType::MultiEntity, Value::Null) => Value::MultiEntity(Vec::new()),
-        (_, v) => v,
-    }
-}
-
-fn display_from(v: &Value) -> Option<String> {
-    match v {
-        Value::Text(s) => Some(s.clone()),
-        Value::Null => None,
-        other => Some(other.to_json().to_string()),
     }
 }
 
@@ -209,28 +175,10 @@ pub(crate) fn apply(
                 any_applied = true;
                 row.versions.insert(f.name.clone(), *event_id);
                 let cur = row.fields.get(&f.name).cloned().unwrap_or(Value::Null);
-                let new = match c {
-                    FieldChange::Set(_, v) => normalize(f.data_type, v.clone()),
-                    FieldChange::Add(_, links) => {
-                        let mut list = match normalize(f.data_type, cur.clone()) {
-                            Value::MultiEntity(l) => l,
-                            _ => Vec::new(),
-                        };
-                        for l in links {
-                            if !list.iter().any(|x| x.same_target(l)) {
-                                list.push(l.clone());
-                            }
-                        }
-                        Value::MultiEntity(list)
-                    }
-                    FieldChange::Remove(_, links) => match normalize(f.data_type, cur.clone()) {
-                        Value::MultiEntity(mut l) => {
-                            l.retain(|x| !links.iter().any(|r| r.same_target(x)));
-                            Value::MultiEntity(l)
-                        }
-                        _ => Value::MultiEntity(Vec::new()),
-                    },
-                };
+                // Links added to or removed from a value that is not a list start from an empty list.
+                let new = changed_value(f.data_type, &cur, c)
+                    .or_else(|| changed_value(f.data_type, &Value::MultiEntity(Vec::new()), c))
+                    .unwrap_or(Value::MultiEntity(Vec::new()));
                 if !same_value(&cur, &new) && !changed.contains(&f.name) {
                     changed.push(f.name.clone());
                 }
@@ -292,6 +240,7 @@ pub(crate) fn apply(
 mod tests {
     use super::*;
     use crate::model::FieldSchema;
+    use crate::store::FieldChange;
 
     fn layout() -> TypeLayout {
         let raw = serde_json::json!({"data_type": {"value": "text", "editable": false}});

@@ -12,46 +12,12 @@ use super::catalog::{self, Catalog, TypeCat};
 use super::codec::{self, Shape, StoredVersions};
 use super::rows::{self, RowSql, StoredRow};
 use super::sql_err;
-use crate::model::{DataType, DateTime, Entity, EntityRef, Value};
+use crate::model::{DataType, DateTime, Entity, Value};
+use crate::store::guard::{changed_value, display_from, normalize, same_value};
 use crate::store::{
-    CommitResult, EntityWrite, FieldChange, JournalEntry, JournalOp, StoreError, TypeLayout,
-    TypeState, WriteBatch, WriteOutcome,
+    CommitResult, EntityWrite, JournalEntry, JournalOp, StoreError, TypeLayout, TypeState,
+    WriteBatch, WriteOutcome,
 };
-
-/// Whether two values of a field are the same for change detection: links compare by target (names are
-/// presentation and go live at read time), multi_entity lists as multisets of targets (the site does
-/// not keep their order stable), everything else exactly.
-pub(crate) fn same_value(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::Entity(x), Value::Entity(y)) => x.same_target(y),
-        (Value::MultiEntity(x), Value::MultiEntity(y)) => {
-            let key = |l: &EntityRef| (l.entity_type.clone(), l.id);
-            let mut x: Vec<_> = x.iter().map(key).collect();
-            let mut y: Vec<_> = y.iter().map(key).collect();
-            x.sort();
-            y.sort();
-            x == y
-        }
-        _ => a == b,
-    }
-}
-
-/// Normalises a value for a field: `Null` becomes `false` for checkbox and `[]` for multi_entity.
-fn normalize(dt: DataType, v: Value) -> Value {
-    match (dt, v) {
-        (DataType::Checkbox, Value::Null) => Value::Bool(false),
-        (DataType::MultiEntity, Value::Null) => Value::MultiEntity(Vec::new()),
-        (_, v) => v,
-    }
-}
-
-fn display_from(v: &Value) -> Option<String> {
-    match v {
-        Value::Text(s) => Some(s.clone()),
-        Value::Null => None,
-        other => Some(other.to_json().to_string()),
-    }
-}
 
 /// One type's tables as a commit writes them.
 struct Target<'a> {
@@ -309,37 +275,11 @@ fn apply(conn: &Connection, tgt: &mut Target<'_>, w: &EntityWrite) -> Result<App
                     .get(&f.name)
                     .cloned()
                     .unwrap_or(Value::Null);
-                let new = match c {
-                    FieldChange::Set(_, v) => normalize(f.data_type, v.clone()),
-                    FieldChange::Add(_, links) => {
-                        let mut list = match normalize(f.data_type, cur.clone()) {
-                            Value::MultiEntity(l) => l,
-                            other => {
-                                return Err(StoreError::Invalid(format!(
-                                    "cannot add links to {}.{} holding {other:?}",
-                                    layout.entity_type, f.name
-                                )));
-                            }
-                        };
-                        for l in links {
-                            if !list.iter().any(|x| x.same_target(l)) {
-                                list.push(l.clone());
-                            }
-                        }
-                        Value::MultiEntity(list)
-                    }
-                    FieldChange::Remove(_, links) => match normalize(f.data_type, cur.clone()) {
-                        Value::MultiEntity(mut l) => {
-                            l.retain(|x| !links.iter().any(|r| r.same_target(x)));
-                            Value::MultiEntity(l)
-                        }
-                        other => {
-                            return Err(StoreError::Invalid(format!(
-                                "cannot remove links from {}.{} holding {other:?}",
-                                layout.entity_type, f.name
-                            )));
-                        }
-                    },
+                let Some(new) = changed_value(f.data_type, &cur, c) else {
+                    return Err(StoreError::Invalid(format!(
+                        "cannot add or remove links on {}.{} holding {cur:?}",
+                        layout.entity_type, f.name
+                    )));
                 };
                 if !same_value(&cur, &new) {
                     changed.insert(f.name.clone());
