@@ -4,9 +4,13 @@
 //! The API is documented in the `.proto` files themselves (`shotgun_cache/v1/*.proto`):
 //! - `types.proto`: typed values, entity links, the filter tree, records, per-type sync state;
 //! - `query.proto`: `QueryService` (Find, FindOne, Count, GetSchema, SyncStatus, Watch);
-//! - `syncer.proto`: `SyncerService` (Status, Resync).
+//! - `syncer.proto`: `SyncerService` (Status, Resync, Refresh).
+//!
+//! [`auth`] holds the bearer-token check both services put in front of their API.
 //!
 //! Wire types stop at each service's gRPC adapter; the services convert them to domain types.
+
+pub mod auth;
 
 pub use prost_types;
 pub use tonic;

@@ -6,13 +6,11 @@
 //! request as `RESOURCE_EXHAUSTED`.
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
 use shotgun_cache_proto::v1 as pb;
-use subtle::ConstantTimeEq;
 use tonic::codegen::http;
 use tonic::{Request, Response, Status};
 
@@ -253,55 +251,6 @@ impl pb::query_service_server::QueryService for GrpcQueryService {
     }
 }
 
-/// Checks `authorization: Bearer <token>` against the configured tokens in constant time.
-#[derive(Clone)]
-pub struct AuthInterceptor {
-    required: bool,
-    /// Each accepted header value, `Bearer <token>`, as bytes.
-    accepted: Arc<Vec<Vec<u8>>>,
-}
-
-impl AuthInterceptor {
-    pub fn new(required: bool, tokens: &[String]) -> AuthInterceptor {
-        AuthInterceptor {
-            required,
-            accepted: Arc::new(
-                tokens
-                    .iter()
-                    .map(|t| format!("Bearer {t}").into_bytes())
-                    .collect(),
-            ),
-        }
-    }
-}
-
-impl tonic::service::Interceptor for AuthInterceptor {
-    fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
-        if !self.required {
-            return Ok(req);
-        }
-        let given = req
-            .metadata()
-            .get("authorization")
-            .map(|v| v.as_bytes())
-            .unwrap_or_default();
-        // Compare against every token (no early exit), so timing does not reveal which one matched.
-        let mut ok = subtle::Choice::from(0u8);
-        for t in self.accepted.iter() {
-            ok |= t.as_slice().ct_eq(given);
-        }
-        if bool::from(ok) {
-            Ok(req)
-        } else {
-            metrics::counter!("grpc_server_handled_total", "method" => "any", "code" => "UNAUTHENTICATED").increment(1);
-            Err(Status::unauthenticated(if given.is_empty() {
-                "missing bearer token: send metadata 'authorization: Bearer <token>'"
-            } else {
-                "invalid bearer token"
-            }))
-        }
-    }
-}
 
 /// A layer that corrects the codes tonic gives to requests it cannot decode, before the service
 /// sees them:

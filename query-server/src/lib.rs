@@ -279,7 +279,9 @@ pub async fn run_with(
             .max_decoding_message_size(opts.max_request_bytes);
     let query = tonic::service::interceptor::InterceptedService::new(
         query,
-        grpc::AuthInterceptor::new(config.auth.required, &tokens),
+        shotgun_cache_proto::auth::BearerAuth::new(config.auth.required, &tokens).on_reject(|| {
+            metrics::counter!("grpc_server_handled_total", "method" => "any", "code" => "UNAUTHENTICATED").increment(1);
+        }),
     );
 
     let qs = &config.query_server;

@@ -11,7 +11,6 @@ use shotgun_cache_proto::v1::{
     RefreshRequest, RefreshResponse, ResyncRequest, ResyncResponse, StatusRequest, StatusResponse,
     TypeStatus, TypeSyncStatus,
 };
-use subtle::ConstantTimeEq;
 use tonic::{Request, Response, Status};
 
 use crate::engine::{Engine, EngineError};
@@ -161,49 +160,3 @@ impl SyncerService for GrpcSyncer {
     }
 }
 
-/// Checks `authorization: Bearer <token>` against the configured tokens in constant time.
-#[derive(Clone)]
-pub struct AuthInterceptor {
-    required: bool,
-    accepted: Arc<Vec<Vec<u8>>>,
-}
-
-impl AuthInterceptor {
-    pub fn new(required: bool, tokens: &[String]) -> AuthInterceptor {
-        AuthInterceptor {
-            required,
-            accepted: Arc::new(
-                tokens
-                    .iter()
-                    .map(|t| format!("Bearer {t}").into_bytes())
-                    .collect(),
-            ),
-        }
-    }
-}
-
-impl tonic::service::Interceptor for AuthInterceptor {
-    fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
-        if !self.required {
-            return Ok(req);
-        }
-        let given = req
-            .metadata()
-            .get("authorization")
-            .map(|v| v.as_bytes())
-            .unwrap_or_default();
-        let mut ok = subtle::Choice::from(0u8);
-        for t in self.accepted.iter() {
-            ok |= t.as_slice().ct_eq(given);
-        }
-        if bool::from(ok) {
-            Ok(req)
-        } else {
-            Err(Status::unauthenticated(if given.is_empty() {
-                "missing bearer token: send metadata 'authorization: Bearer <token>'"
-            } else {
-                "invalid bearer token"
-            }))
-        }
-    }
-}

@@ -195,7 +195,7 @@ pub async fn run_with(
         SyncerServiceServer::new(grpc::GrpcSyncer {
             engine: engine.clone(),
         }),
-        grpc::AuthInterceptor::new(config.auth.required, &tokens),
+        shotgun_cache_proto::auth::BearerAuth::new(config.auth.required, &tokens),
     );
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listeners.grpc);
     let grpc_stop = stopped();
