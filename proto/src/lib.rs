@@ -22,4 +22,5 @@ pub mod v1 {
 }
 
 /// The encoded `FileDescriptorSet` of every `.proto` file (with its imports), for server reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("shotgun_cache_descriptor");
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    tonic::include_file_descriptor_set!("shotgun_cache_descriptor");

@@ -251,7 +251,6 @@ impl pb::query_service_server::QueryService for GrpcQueryService {
     }
 }
 
-
 /// A layer that corrects the codes tonic gives to requests it cannot decode, before the service
 /// sees them:
 /// - "decoded message length too large" (`OUT_OF_RANGE`) becomes `RESOURCE_EXHAUSTED`, the code gRPC

@@ -318,7 +318,11 @@ const SECTIONS: &[(&str, &[(&str, Kind)], &[&str])] = &[
         ],
         &[],
     ),
-    ("api3", &[("forward", Kind::Bool), ("syncer_url", Kind::Str)], &["clients"]),
+    (
+        "api3",
+        &[("forward", Kind::Bool), ("syncer_url", Kind::Str)],
+        &["clients"],
+    ),
 ];
 
 /// The keys of one `[types.X]` table.

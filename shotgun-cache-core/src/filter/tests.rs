@@ -47,7 +47,10 @@ fn ids_matching(entity_type: &str, filter: &Json) -> Vec<i64> {
         limit: None,
         retired_only: false,
     };
-    let found: Vec<i64> = reference_find(src, &q, now()).iter().map(|r| r.id).collect();
+    let found: Vec<i64> = reference_find(src, &q, now())
+        .iter()
+        .map(|r| r.id)
+        .collect();
     assert_eq!(found, ids, "reference_find for {filter}");
     ids
 }

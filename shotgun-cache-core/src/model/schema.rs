@@ -151,11 +151,19 @@ impl FieldSchema {
     /// Fields the event log does not carry cannot be kept up to date, so they cannot be cached.
     pub fn cacheability(&self) -> Cacheability {
         match self.data_type {
-            DataType::Summary => Cacheability::NotCacheable("summary fields are computed per read and not in the event log"),
-            DataType::Calculated => Cacheability::NotCacheable("calculated fields are not in the event log"),
-            DataType::PivotColumn => Cacheability::NotCacheable("pivot_column fields always read null over the API"),
+            DataType::Summary => Cacheability::NotCacheable(
+                "summary fields are computed per read and not in the event log",
+            ),
+            DataType::Calculated => {
+                Cacheability::NotCacheable("calculated fields are not in the event log")
+            }
+            DataType::PivotColumn => {
+                Cacheability::NotCacheable("pivot_column fields always read null over the API")
+            }
             DataType::Password => Cacheability::NotCacheable("password fields are never readable"),
-            DataType::Unknown => Cacheability::NotCacheable("its data type is unknown to this version"),
+            DataType::Unknown => {
+                Cacheability::NotCacheable("its data type is unknown to this version")
+            }
             _ => Cacheability::Cacheable,
         }
     }
@@ -163,16 +171,27 @@ impl FieldSchema {
     /// Parses one field from the `schema_read` shape.
     pub fn from_json(entity_type: &str, name: &str, raw: &Json) -> FieldSchema {
         let get = |k: &str| raw.get(k).and_then(|v| v.get("value"));
-        let prop = |k: &str| raw.get("properties").and_then(|p| p.get(k)).and_then(|v| v.get("value"));
+        let prop = |k: &str| {
+            raw.get("properties")
+                .and_then(|p| p.get(k))
+                .and_then(|v| v.get("value"))
+        };
         let strings = |v: Option<&Json>| -> Vec<String> {
             v.and_then(Json::as_array)
-                .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|s| s.as_str().map(str::to_owned))
+                        .collect()
+                })
                 .unwrap_or_default()
         };
         FieldSchema {
             entity_type: entity_type.to_owned(),
             name: name.to_owned(),
-            display_name: get("name").and_then(Json::as_str).unwrap_or(name).to_owned(),
+            display_name: get("name")
+                .and_then(Json::as_str)
+                .unwrap_or(name)
+                .to_owned(),
             data_type: DataType::parse(get("data_type").and_then(Json::as_str).unwrap_or("")),
             valid_types: strings(prop("valid_types")),
             valid_values: strings(prop("valid_values")),
@@ -233,7 +252,10 @@ pub enum SchemaError {
 
 impl SiteSchema {
     /// Builds the schema from a `schema_read` answer and (optionally) a `schema_entity_read` answer.
-    pub fn from_json(schema_read: &Json, schema_entity_read: Option<&Json>) -> Result<SiteSchema, SchemaError> {
+    pub fn from_json(
+        schema_read: &Json,
+        schema_entity_read: Option<&Json>,
+    ) -> Result<SiteSchema, SchemaError> {
         let types = schema_read
             .as_object()
             .ok_or_else(|| SchemaError::Shape("a non-object".into()))?;
@@ -256,7 +278,15 @@ impl SiteSchema {
                 .and_then(Json::as_str)
                 .unwrap_or(type_name)
                 .to_owned();
-            out.types.insert(type_name.clone(), EntitySchema { name: type_name.clone(), display_name, fields, raw });
+            out.types.insert(
+                type_name.clone(),
+                EntitySchema {
+                    name: type_name.clone(),
+                    display_name,
+                    fields,
+                    raw,
+                },
+            );
         }
         Ok(out)
     }
@@ -266,7 +296,9 @@ impl SiteSchema {
     }
 
     pub fn field(&self, entity_type: &str, field: &str) -> Option<&FieldSchema> {
-        self.types.get(entity_type).and_then(|t| t.fields.get(field))
+        self.types
+            .get(entity_type)
+            .and_then(|t| t.fields.get(field))
     }
 
     /// The `schema_read` JSON for the given types (all when `None`).
@@ -276,7 +308,11 @@ impl SiteSchema {
             if only.is_some_and(|o| !o.iter().any(|x| x == name)) {
                 continue;
             }
-            let fields: serde_json::Map<String, Json> = t.fields.iter().map(|(f, s)| (f.clone(), s.raw.clone())).collect();
+            let fields: serde_json::Map<String, Json> = t
+                .fields
+                .iter()
+                .map(|(f, s)| (f.clone(), s.raw.clone()))
+                .collect();
             m.insert(name.clone(), Json::Object(fields));
         }
         Json::Object(m)

@@ -38,7 +38,11 @@ pub struct EntityRef {
 
 impl EntityRef {
     pub fn new(entity_type: impl Into<String>, id: i64) -> Self {
-        EntityRef { entity_type: entity_type.into(), id, name: None }
+        EntityRef {
+            entity_type: entity_type.into(),
+            id,
+            name: None,
+        }
     }
 
     /// Same target (type and id); names are not compared.
@@ -48,7 +52,9 @@ impl EntityRef {
 
     /// Parses `{"type": "...", "id": N, "name": "..."}`; extra keys (`valid`, `status`, `uuid`) are ignored.
     pub fn from_json(v: &Json) -> Result<EntityRef, ValueError> {
-        let obj = v.as_object().ok_or_else(|| ValueError::new("an entity link {type, id}", v))?;
+        let obj = v
+            .as_object()
+            .ok_or_else(|| ValueError::new("an entity link {type, id}", v))?;
         let entity_type = obj
             .get("type")
             .and_then(Json::as_str)
@@ -58,7 +64,11 @@ impl EntityRef {
             .and_then(json_as_i64)
             .ok_or_else(|| ValueError::new("an entity link with an integer 'id'", v))?;
         let name = obj.get("name").and_then(Json::as_str).map(str::to_owned);
-        Ok(EntityRef { entity_type: entity_type.to_owned(), id, name })
+        Ok(EntityRef {
+            entity_type: entity_type.to_owned(),
+            id,
+            name,
+        })
     }
 
     /// `{"type", "id", "name"}` as the api3 server shapes links (`name` is null when unknown).
@@ -91,12 +101,15 @@ impl Date {
 
     /// Days since 1970-01-01 (negative before).
     pub fn days_since_epoch(self) -> i64 {
-        i64::from(self.0.to_julian_day()) - i64::from(time::macros::date!(1970 - 01 - 01).to_julian_day())
+        i64::from(self.0.to_julian_day())
+            - i64::from(time::macros::date!(1970 - 01 - 01).to_julian_day())
     }
 
     pub fn from_days_since_epoch(days: i64) -> Option<Date> {
         let jd = days + i64::from(time::macros::date!(1970 - 01 - 01).to_julian_day());
-        time::Date::from_julian_day(i32::try_from(jd).ok()?).ok().map(Date)
+        time::Date::from_julian_day(i32::try_from(jd).ok()?)
+            .ok()
+            .map(Date)
     }
 }
 
@@ -124,14 +137,19 @@ impl DateTime {
             return Some(DateTime(d.0.midnight().assume_utc().unix_timestamp()));
         }
         let s = s.strip_suffix(" UTC").unwrap_or(s);
-        if let Ok(t) = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339) {
+        if let Ok(t) =
+            time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        {
             return Some(DateTime(t.unix_timestamp()));
         }
         // Zoneless: `YYYY-MM-DDTHH:MM:SS` or with a space, optional fraction.
         let s = s.replacen(' ', "T", 1);
         let main = s.split('.').next().unwrap_or(&s);
-        let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]");
-        time::PrimitiveDateTime::parse(main, fmt).ok().map(|t| DateTime(t.assume_utc().unix_timestamp()))
+        let fmt =
+            time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]");
+        time::PrimitiveDateTime::parse(main, fmt)
+            .ok()
+            .map(|t| DateTime(t.assume_utc().unix_timestamp()))
     }
 
     pub fn to_offset(self) -> Option<time::OffsetDateTime> {
@@ -179,13 +197,18 @@ impl ValueError {
             got.truncate(117);
             got.push_str("...");
         }
-        ValueError { expected: expected.into(), got }
+        ValueError {
+            expected: expected.into(),
+            got,
+        }
     }
 }
 
 fn json_as_i64(v: &Json) -> Option<i64> {
     match v {
-        Json::Number(n) => n.as_i64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64)),
+        Json::Number(n) => n
+            .as_i64()
+            .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64)),
         _ => None,
     }
 }
@@ -217,21 +240,43 @@ impl Value {
             return Ok(Value::empty_for(data_type));
         }
         Ok(match data_type {
-            D::Text | D::StatusList | D::List | D::EntityType | D::Color | D::Uuid | D::Footage | D::SystemTaskType => {
-                match v {
-                    Json::String(s) if s.trim().is_empty() && data_type == D::Text => Value::Null,
-                    Json::String(s) => Value::Text(s.clone()),
-                    _ => return Err(ValueError::new(format!("a string for a {} field", data_type.as_str()), v)),
+            D::Text
+            | D::StatusList
+            | D::List
+            | D::EntityType
+            | D::Color
+            | D::Uuid
+            | D::Footage
+            | D::SystemTaskType => match v {
+                Json::String(s) if s.trim().is_empty() && data_type == D::Text => Value::Null,
+                Json::String(s) => Value::Text(s.clone()),
+                _ => {
+                    return Err(ValueError::new(
+                        format!("a string for a {} field", data_type.as_str()),
+                        v,
+                    ));
                 }
-            }
+            },
             D::Number | D::Percent | D::Duration | D::Timecode => match v {
-                Json::Number(_) => Value::Int(json_as_i64(v).ok_or_else(|| ValueError::new("an integer", v))?),
-                Json::String(s) => Value::Int(s.trim().parse().map_err(|_| ValueError::new("an integer", v))?),
+                Json::Number(_) => {
+                    Value::Int(json_as_i64(v).ok_or_else(|| ValueError::new("an integer", v))?)
+                }
+                Json::String(s) => Value::Int(
+                    s.trim()
+                        .parse()
+                        .map_err(|_| ValueError::new("an integer", v))?,
+                ),
                 _ => return Err(ValueError::new("an integer", v)),
             },
             D::Float | D::Currency => match v {
-                Json::Number(n) => Value::Float(n.as_f64().ok_or_else(|| ValueError::new("a number", v))?),
-                Json::String(s) => Value::Float(s.trim().parse().map_err(|_| ValueError::new("a number", v))?),
+                Json::Number(n) => {
+                    Value::Float(n.as_f64().ok_or_else(|| ValueError::new("a number", v))?)
+                }
+                Json::String(s) => Value::Float(
+                    s.trim()
+                        .parse()
+                        .map_err(|_| ValueError::new("a number", v))?,
+                ),
                 _ => return Err(ValueError::new("a number", v)),
             },
             D::Checkbox => match v {
@@ -241,30 +286,44 @@ impl Value {
                 _ => return Err(ValueError::new("true or false", v)),
             },
             D::Date => match v {
-                Json::String(s) => Value::Date(Date::parse(s).ok_or_else(|| ValueError::new("a date YYYY-MM-DD", v))?),
+                Json::String(s) => Value::Date(
+                    Date::parse(s).ok_or_else(|| ValueError::new("a date YYYY-MM-DD", v))?,
+                ),
                 _ => return Err(ValueError::new("a date YYYY-MM-DD", v)),
             },
             D::DateTime => match v {
                 Json::String(s) => Value::DateTime(
-                    DateTime::parse(s).ok_or_else(|| ValueError::new("a datetime YYYY-MM-DDTHH:MM:SSZ", v))?,
+                    DateTime::parse(s)
+                        .ok_or_else(|| ValueError::new("a datetime YYYY-MM-DDTHH:MM:SSZ", v))?,
                 ),
                 _ => return Err(ValueError::new("a datetime YYYY-MM-DDTHH:MM:SSZ", v)),
             },
             D::Entity => Value::Entity(EntityRef::from_json(v)?),
             D::MultiEntity => match v {
-                Json::Array(items) => Value::MultiEntity(items.iter().map(EntityRef::from_json).collect::<Result<_, _>>()?),
+                Json::Array(items) => Value::MultiEntity(
+                    items
+                        .iter()
+                        .map(EntityRef::from_json)
+                        .collect::<Result<_, _>>()?,
+                ),
                 _ => return Err(ValueError::new("a list of entity links", v)),
             },
             D::Image => match v {
-                Json::Number(_) => Value::Int(json_as_i64(v).ok_or_else(|| ValueError::new("an attachment id", v))?),
+                Json::Number(_) => Value::Int(
+                    json_as_i64(v).ok_or_else(|| ValueError::new("an attachment id", v))?,
+                ),
                 Json::Object(o) => match o.get("id").and_then(json_as_i64) {
                     Some(id) => Value::Int(id),
                     None => Value::Json(v.clone()),
                 },
                 _ => Value::Json(v.clone()),
             },
-            D::Url | D::Serializable | D::Jsonb | D::TagList | D::Addressing => Value::Json(v.clone()),
-            D::Calculated | D::Summary | D::PivotColumn | D::Password | D::Unknown => Value::Json(v.clone()),
+            D::Url | D::Serializable | D::Jsonb | D::TagList | D::Addressing => {
+                Value::Json(v.clone())
+            }
+            D::Calculated | D::Summary | D::PivotColumn | D::Password | D::Unknown => {
+                Value::Json(v.clone())
+            }
         })
     }
 
@@ -275,7 +334,9 @@ impl Value {
             Value::Null => Json::Null,
             Value::Bool(b) => Json::Bool(*b),
             Value::Int(i) => Json::from(*i),
-            Value::Float(f) => serde_json::Number::from_f64(*f).map(Json::Number).unwrap_or(Json::Null),
+            Value::Float(f) => serde_json::Number::from_f64(*f)
+                .map(Json::Number)
+                .unwrap_or(Json::Null),
             Value::Text(s) => Json::String(s.clone()),
             Value::Date(d) => Json::String(d.to_string()),
             Value::DateTime(t) => Json::String(t.to_string()),

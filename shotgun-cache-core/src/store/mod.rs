@@ -91,13 +91,34 @@ pub enum EntityWrite {
     /// The entity's full cached state as read from the site (import page, re-read, scan, write-through).
     /// Creates the row if missing. Every field version becomes `max(version, floor)`;
     /// `retired` is taken from `entity.retired` unless `retired_version > floor`.
-    Upsert { entity: Entity, floor: i64, event_id: i64 },
+    Upsert {
+        entity: Entity,
+        floor: i64,
+        event_id: i64,
+    },
     /// Field changes from one `_Change` event. Outcome `Missing` when the row does not exist.
-    Patch { entity_type: String, id: i64, event_id: i64, changes: Vec<FieldChange> },
-    Retire { entity_type: String, id: i64, event_id: i64 },
-    Revive { entity_type: String, id: i64, event_id: i64 },
+    Patch {
+        entity_type: String,
+        id: i64,
+        event_id: i64,
+        changes: Vec<FieldChange>,
+    },
+    Retire {
+        entity_type: String,
+        id: i64,
+        event_id: i64,
+    },
+    Revive {
+        entity_type: String,
+        id: i64,
+        event_id: i64,
+    },
     /// Drop the row from the cache (it left the type's cache filter, or no longer exists on the site).
-    Remove { entity_type: String, id: i64, event_id: i64 },
+    Remove {
+        entity_type: String,
+        id: i64,
+        event_id: i64,
+    },
 }
 
 /// The kind of change a journal entry records.
@@ -279,7 +300,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Ids of a type in ascending order, `> after_id`, at most `limit`, retired included (for
     /// reconciliation id-set diffs).
-    async fn ids(&self, entity_type: &str, after_id: i64, limit: usize) -> Result<Vec<(i64, bool)>, StoreError>;
+    async fn ids(
+        &self,
+        entity_type: &str,
+        after_id: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, bool)>, StoreError>;
 
     /// Number of live and retired rows of each cached type.
     async fn type_counts(&self) -> Result<BTreeMap<String, (u64, u64)>, StoreError>;
@@ -289,7 +315,11 @@ pub trait Store: Send + Sync + 'static {
     async fn get_state(&self, key: &str) -> Result<Option<Json>, StoreError>;
 
     /// Journal entries with `seq > after`, in order, at most `limit`.
-    async fn journal_after(&self, after: u64, limit: usize) -> Result<Vec<JournalEntry>, StoreError>;
+    async fn journal_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<JournalEntry>, StoreError>;
 
     /// The highest journal sequence number (0 when empty).
     async fn journal_head(&self) -> Result<u64, StoreError>;

@@ -119,5 +119,8 @@ async fn binary_serves_a_generated_site() {
         ev["data"][0]["id"].as_i64().unwrap() >= 500_000,
         "event ids start at --first-event-id"
     );
-    assert!(ev["data"].as_array().unwrap().len() > 40, "history edits plus the workload's");
+    assert!(
+        ev["data"].as_array().unwrap().len() > 40,
+        "history edits plus the workload's"
+    );
 }
