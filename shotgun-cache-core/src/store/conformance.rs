@@ -8,7 +8,7 @@
 //! which generates one named `#[tokio::test]` per case from an async factory returning a fresh store
 //! and a guard kept alive for the test (a temporary directory, a database name to drop, ...):
 //!
-//! ```ignore
+//! ```text
 //! async fn fresh() -> (SqliteStore, tempfile::TempDir) { ... }
 //! shotgun_cache_core::store_conformance_tests!(fresh);
 //! ```

@@ -16,7 +16,7 @@
 //! - [`server`]: [`Simulator::start`] and the one place the HTTP app is assembled.
 //!
 //! # Starting one in a test
-//! ```ignore
+//! ```text
 //! let sim = shotgun_sim::Simulator::start(shotgun_sim::SimConfig { scale: 1000, ..Default::default() }).await?;
 //! let (script, key) = sim.credentials();
 //! // ... point the syncer at sim.base_url() ...
