@@ -2,8 +2,11 @@
 //! the display name a value gives, and how one field change turns the current value into the new one.
 //! The version guard itself (which writes apply) is the contract in the parent module; these are the
 //! pieces of it that are pure functions on values, kept in one place so the backends cannot drift.
+//! It also holds the persisted JSON form of a field schema, which both backends write.
 
-use crate::model::{DataType, EntityRef, Value};
+use serde_json::Value as Json;
+
+use crate::model::{DataType, EntityRef, FieldSchema, Value};
 use crate::store::FieldChange;
 
 /// Whether two values of a field are the same for change detection: links compare by target (names are
@@ -66,5 +69,20 @@ pub(crate) fn changed_value(dt: DataType, cur: &Value, change: &FieldChange) -> 
             list.retain(|x| !links.iter().any(|r| r.same_target(x)));
             Value::MultiEntity(list)
         }
+    })
+}
+
+/// The JSON form in which backends persist a field schema (the layouts and the schema they store).
+pub(crate) fn field_schema_to_json(f: &FieldSchema) -> Json {
+    serde_json::json!({
+        "entity_type": f.entity_type,
+        "name": f.name,
+        "display_name": f.display_name,
+        "data_type": f.data_type.as_str(),
+        "valid_types": f.valid_types,
+        "valid_values": f.valid_values,
+        "default_value": f.default_value,
+        "editable": f.editable,
+        "raw": f.raw,
     })
 }

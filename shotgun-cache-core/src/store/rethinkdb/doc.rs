@@ -22,6 +22,7 @@ use serde_json::{Map, Value as Json, json};
 use crate::model::{
     DataType, Date, DateTime, Entity, EntityRef, EntitySchema, FieldSchema, SiteSchema, Value,
 };
+use crate::store::guard::field_schema_to_json;
 use crate::store::{JournalEntry, JournalOp, StoreError, TypeLayout, TypePhase, TypeState};
 
 /// Which plain encoding a data type uses.
@@ -307,20 +308,6 @@ pub(crate) fn decode_entity(
     Ok(e)
 }
 
-pub(crate) fn field_schema_json(f: &FieldSchema) -> Json {
-    json!({
-        "entity_type": f.entity_type,
-        "name": f.name,
-        "display_name": f.display_name,
-        "data_type": f.data_type.as_str(),
-        "valid_types": f.valid_types,
-        "valid_values": f.valid_values,
-        "default_value": f.default_value,
-        "editable": f.editable,
-        "raw": f.raw,
-    })
-}
-
 fn strings(v: Option<&Json>) -> Vec<String> {
     v.and_then(Json::as_array)
         .map(|a| {
@@ -356,7 +343,7 @@ pub(crate) fn schema_json(schema: &SiteSchema) -> Json {
         .types
         .iter()
         .map(|(name, t)| {
-            let fields: Map<String, Json> = t.fields.iter().map(|(f, s)| (f.clone(), field_schema_json(s))).collect();
+            let fields: Map<String, Json> = t.fields.iter().map(|(f, s)| (f.clone(), field_schema_to_json(s))).collect();
             (name.clone(), json!({"name": t.name, "display_name": t.display_name, "raw": t.raw, "fields": fields}))
         })
         .collect();
@@ -399,7 +386,7 @@ pub(crate) fn schema_from(v: &Json) -> Result<SiteSchema, StoreError> {
 pub(crate) fn layout_json(l: &TypeLayout) -> Json {
     json!({
         "entity_type": l.entity_type,
-        "fields": l.fields.iter().map(field_schema_json).collect::<Vec<_>>(),
+        "fields": l.fields.iter().map(field_schema_to_json).collect::<Vec<_>>(),
         "indexed": l.indexed,
     })
 }

@@ -12,6 +12,7 @@ use serde_json::{Value as Json, json};
 use crate::model::{
     DataType, Date, DateTime, Entity, EntityRef, FieldSchema, FieldVersions, SiteSchema, Value,
 };
+use crate::store::guard::field_schema_to_json;
 use crate::store::{JournalEntry, JournalOp, StoreError, TypeLayout, TypePhase, TypeState};
 
 /// How one field is laid out in its type's table.
@@ -376,20 +377,6 @@ pub(crate) fn entity_from_json(
         }
     }
     Ok(e)
-}
-
-pub(crate) fn field_schema_to_json(f: &FieldSchema) -> Json {
-    json!({
-        "entity_type": f.entity_type,
-        "name": f.name,
-        "display_name": f.display_name,
-        "data_type": f.data_type.as_str(),
-        "valid_types": f.valid_types,
-        "valid_values": f.valid_values,
-        "default_value": f.default_value,
-        "editable": f.editable,
-        "raw": f.raw,
-    })
 }
 
 fn strings(v: Option<&Json>) -> Vec<String> {
