@@ -10,12 +10,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use serde_json::Value as Json;
 
-use super::catalog::Catalog;
-use super::codec::{self, JournalRow};
+use super::catalog::{Catalog, TypeCat};
+use super::codec::{self, JournalRow, Shape};
 use super::compile::Compiler;
 use super::rows::{self, RowSql};
 use super::sql_err;
-use crate::model::{DateTime, Entity, Value};
+use crate::model::{DataType, DateTime, Entity, EntityRef, FieldSchema, Value};
 use crate::query::{FindQuery, MemorySource, Record, project};
 use crate::store::{CountQuery, JournalEntry, StoreError, TypeLayout, TypeState};
 
@@ -125,6 +125,246 @@ fn load_into(
     Ok(loaded)
 }
 
+/// How one return field of a [`find_flat`] query is read.
+enum FlatField<'a> {
+    /// The entity's id.
+    Id,
+    /// A cached field of the row itself, decoded from its columns (links then get their live
+    /// names from their targets).
+    Column(&'a FieldSchema),
+    /// A cached multi_entity field, read from the side table.
+    Multi(&'a FieldSchema),
+    /// A field the type does not cache: reads as the empty value of its type.
+    Empty(DataType),
+    /// A deep read through a multi_entity hop: absent from the record, as in Shotgun.
+    Absent,
+}
+
+/// The return fields as [`FlatField`]s, or `None` when one is a deep read through single links.
+fn flat_fields<'a>(tc: &'a TypeCat, q: &FindQuery) -> Option<Vec<FlatField<'a>>> {
+    q.fields
+        .iter()
+        .map(|p| {
+            if p.hops.iter().any(|h| h.multi) {
+                return Some(FlatField::Absent);
+            }
+            if !p.hops.is_empty() {
+                return None;
+            }
+            if p.leaf == "id" {
+                return Some(FlatField::Id);
+            }
+            match tc.field(&p.leaf) {
+                None => Some(FlatField::Empty(p.leaf_type)),
+                Some(f) if Shape::of(f.data_type) == Shape::Multi => Some(FlatField::Multi(f)),
+                Some(f) => Some(FlatField::Column(f)),
+            }
+        })
+        .collect()
+}
+
+/// The filter, order and paging of a find compiled to one `SELECT <select> ... LIMIT` statement.
+fn compile_find(
+    cat: &Catalog,
+    tc: &TypeCat,
+    q: &FindQuery,
+    now: DateTime,
+    select: &str,
+) -> Result<(String, Vec<rusqlite::types::Value>), StoreError> {
+    let mut c = Compiler::new(cat, now);
+    let wh = c.filter(&q.filter, "t", tc)?;
+    let order = c.order_by(&q.sorts, "t", tc)?;
+    let limit = q.limit.map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
+    let offset = i64::try_from(q.offset).unwrap_or(i64::MAX);
+    let sql = format!(
+        "SELECT {select} FROM {} AS t WHERE t._retired = {} AND {wh} ORDER BY {order} LIMIT {limit} OFFSET {offset}",
+        tc.table(),
+        i64::from(q.retired_only)
+    );
+    Ok((sql, c.params))
+}
+
+/// What a link's target says about the link under the link rule (see `filter::eval::live_link_name`):
+/// `Some(display name)` for a live cached target, `None` for a retired one; targets that are not
+/// cached rows are absent from the map (the stored name stays).
+type Targets = BTreeMap<(String, i64), Option<Option<String>>>;
+
+/// Looks up the retired flag and display name of the cached targets of `links`.
+fn link_targets<'a>(
+    conn: &Connection,
+    cat: &Catalog,
+    links: impl Iterator<Item = &'a EntityRef>,
+) -> Result<Targets, StoreError> {
+    let mut wanted: BTreeMap<&str, BTreeSet<i64>> = BTreeMap::new();
+    for r in links {
+        if cat.types.contains_key(&r.entity_type) {
+            wanted.entry(&r.entity_type).or_default().insert(r.id);
+        }
+    }
+    let mut out = Targets::new();
+    for (t, ids) in wanted {
+        let tc = cat.get(t)?;
+        let ids: Vec<i64> = ids.into_iter().collect();
+        let sql = format!(
+            "SELECT id, _retired, _dn FROM {} WHERE id IN (SELECT value FROM json_each(?1))",
+            tc.table()
+        );
+        let mut stmt = conn.prepare_cached(&sql).map_err(sql_err)?;
+        let mut rows = stmt
+            .query(params![serde_json::to_string(&ids).unwrap_or_default()])
+            .map_err(sql_err)?;
+        while let Some(r) = rows.next().map_err(sql_err)? {
+            let id: i64 = r.get(0).map_err(sql_err)?;
+            let retired = r.get::<_, i64>(1).map_err(sql_err)? != 0;
+            let name: Option<String> = r.get(2).map_err(sql_err)?;
+            out.insert((t.to_owned(), id), (!retired).then_some(name));
+        }
+    }
+    Ok(out)
+}
+
+/// A stored link as a reader sees it (`query::live_link` on the looked-up targets).
+fn live(targets: &Targets, r: EntityRef) -> Option<EntityRef> {
+    match targets.get(&(r.entity_type.clone(), r.id)) {
+        None => Some(r),
+        Some(None) => None,
+        Some(Some(name)) => Some(EntityRef {
+            name: name.clone().or(r.name),
+            ..r
+        }),
+    }
+}
+
+/// A find whose return fields are all fields of the row itself: one statement selects the page
+/// with its columns, one reads the multi_entity side rows of the page, one per linked cached type
+/// reads the link targets' names and retired flags, and each row becomes a record directly (no
+/// entity is built). The values are what the reference projection (`query::project`) gives.
+fn find_flat(
+    conn: &Connection,
+    cat: &Catalog,
+    tc: &TypeCat,
+    q: &FindQuery,
+    now: DateTime,
+    fields: &[FlatField<'_>],
+) -> Result<Vec<Record>, StoreError> {
+    let mut select = String::from("t.id");
+    // The first column of each field and its column count.
+    let mut spans = Vec::with_capacity(fields.len());
+    let mut next = 1;
+    for f in fields {
+        if let FlatField::Column(f) = f {
+            let cols = Shape::of(f.data_type).columns(&f.name);
+            spans.push((next, cols.len()));
+            next += cols.len();
+            for (c, _) in cols {
+                select.push_str(", t.");
+                select.push_str(&codec::ident(&c));
+            }
+        } else {
+            spans.push((0, 0));
+        }
+    }
+    let (sql, params) = compile_find(cat, tc, q, now, &select)?;
+    let mut stmt = conn.prepare_cached(&sql).map_err(sql_err)?;
+    let mut rows = stmt.query(params_from_iter(params)).map_err(sql_err)?;
+    let t = &tc.layout.entity_type;
+    // The page: ids and the decoded values, in field order (`None` for fields read elsewhere).
+    let mut page: Vec<(i64, Vec<Option<Value>>)> = Vec::new();
+    while let Some(r) = rows.next().map_err(sql_err)? {
+        let id: i64 = r.get(0).map_err(sql_err)?;
+        let mut vals = Vec::with_capacity(fields.len());
+        for (f, (start, n)) in fields.iter().zip(&spans) {
+            vals.push(match f {
+                FlatField::Column(f) => {
+                    let cols = (*start..start + n)
+                        .map(|i| r.get_ref(i))
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(sql_err)?;
+                    Some(codec::decode_field(t, f, &cols)?)
+                }
+                _ => None,
+            });
+        }
+        page.push((id, vals));
+    }
+    drop(rows);
+    drop(stmt);
+    // multi_entity side rows of the page: (id, field) -> links in order.
+    let multi: Vec<&str> = fields
+        .iter()
+        .filter_map(|f| match f {
+            FlatField::Multi(f) => Some(f.name.as_str()),
+            _ => None,
+        })
+        .collect();
+    let mut side: BTreeMap<(i64, &str), Vec<EntityRef>> = BTreeMap::new();
+    if !multi.is_empty() && !page.is_empty() {
+        let ids: Vec<i64> = page.iter().map(|(id, _)| *id).collect();
+        let sql = format!(
+            "SELECT src_id, field, dst_type, dst_id, name FROM {} \
+             WHERE src_id IN (SELECT value FROM json_each(?1)) AND field IN (SELECT value FROM json_each(?2)) \
+             ORDER BY src_id, field, pos",
+            tc.multi_table()
+        );
+        let mut stmt = conn.prepare_cached(&sql).map_err(sql_err)?;
+        let mut rows = stmt
+            .query(params![
+                serde_json::to_string(&ids).unwrap_or_default(),
+                serde_json::to_string(&multi).unwrap_or_default()
+            ])
+            .map_err(sql_err)?;
+        while let Some(r) = rows.next().map_err(sql_err)? {
+            let src: i64 = r.get(0).map_err(sql_err)?;
+            let field: String = r.get(1).map_err(sql_err)?;
+            let Some(key) = multi.iter().find(|m| **m == field) else {
+                continue;
+            };
+            side.entry((src, key)).or_default().push(EntityRef {
+                entity_type: r.get(2).map_err(sql_err)?,
+                id: r.get(3).map_err(sql_err)?,
+                name: r.get(4).map_err(sql_err)?,
+            });
+        }
+    }
+    let page_links = page
+        .iter()
+        .flat_map(|(_, vals)| vals.iter())
+        .filter_map(|v| match v {
+            Some(Value::Entity(r)) => Some(r),
+            _ => None,
+        })
+        .chain(side.values().flatten());
+    let targets = link_targets(conn, cat, page_links)?;
+    let mut out = Vec::with_capacity(page.len());
+    for (id, vals) in page {
+        let mut rec = BTreeMap::new();
+        for ((f, path), v) in fields.iter().zip(&q.fields).zip(vals) {
+            let v = match (f, v) {
+                (FlatField::Absent, _) => continue,
+                (FlatField::Id, _) => Value::Int(id),
+                (FlatField::Empty(dt), _) => Value::empty_for(*dt),
+                (FlatField::Multi(f), _) => Value::MultiEntity(
+                    side.get(&(id, f.name.as_str()))
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|r| live(&targets, r.clone()))
+                        .collect(),
+                ),
+                (_, Some(Value::Entity(r))) => live(&targets, r).map_or(Value::Null, Value::Entity),
+                (_, Some(Value::Null) | None) => Value::empty_for(path.leaf_type),
+                (_, Some(v)) => v,
+            };
+            rec.insert(path.raw.clone(), v);
+        }
+        out.push(Record {
+            entity_type: t.clone(),
+            id,
+            fields: rec,
+        });
+    }
+    Ok(out)
+}
+
 pub(crate) fn find(
     conn: &Connection,
     cat: &Catalog,
@@ -132,19 +372,13 @@ pub(crate) fn find(
     now: DateTime,
 ) -> Result<Vec<Record>, StoreError> {
     let tc = cat.get(&q.entity_type)?;
-    let mut c = Compiler::new(cat, now);
-    let wh = c.filter(&q.filter, "t", tc)?;
-    let order = c.order_by(&q.sorts, "t", tc)?;
-    let limit = q.limit.map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
-    let offset = i64::try_from(q.offset).unwrap_or(i64::MAX);
-    let sql = format!(
-        "SELECT t.id FROM {} AS t WHERE t._retired = {} AND {wh} ORDER BY {order} LIMIT {limit} OFFSET {offset}",
-        tc.table(),
-        i64::from(q.retired_only)
-    );
+    if let Some(fields) = flat_fields(tc, q) {
+        return find_flat(conn, cat, tc, q, now, &fields);
+    }
+    let (sql, params) = compile_find(cat, tc, q, now, "t.id")?;
     let mut stmt = conn.prepare_cached(&sql).map_err(sql_err)?;
     let ids: Vec<i64> = stmt
-        .query_map(params_from_iter(c.params), |r| r.get(0))
+        .query_map(params_from_iter(params), |r| r.get(0))
         .map_err(sql_err)?
         .collect::<Result<_, _>>()
         .map_err(sql_err)?;

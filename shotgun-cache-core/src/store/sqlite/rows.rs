@@ -242,6 +242,78 @@ pub(crate) fn write(
     conn.prepare_cached(&sql.upsert)
         .and_then(|mut s| s.execute(params_from_iter(vals)))
         .map_err(sql_err)?;
+    write_multi(conn, layout, sql, e, multi_fields, is_new)
+}
+
+/// The bookkeeping values after `id`, in [`BOOK_COLUMNS`] order.
+fn book_values(row: &StoredRow) -> [SqlValue; 6] {
+    let e = &row.entity;
+    [
+        SqlValue::Integer(i64::from(e.retired)),
+        SqlValue::Integer(e.retired_version),
+        SqlValue::Integer(e.last_event_id),
+        e.display_name
+            .clone()
+            .map(SqlValue::Text)
+            .unwrap_or(SqlValue::Null),
+        SqlValue::Integer(row.versions.base),
+        row.versions
+            .above_json()
+            .map(SqlValue::Text)
+            .unwrap_or(SqlValue::Null),
+    ]
+}
+
+/// Updates an existing row in place: its bookkeeping columns, the columns of `fields` (the
+/// non-multi fields that changed) and the side rows of `multi_fields`. Unlike [`write`], SQLite then
+/// maintains only the indexes of the columns that changed, which is what keeps patches cheap.
+pub(crate) fn update(
+    conn: &Connection,
+    layout: &TypeLayout,
+    sql: &RowSql,
+    row: &StoredRow,
+    fields: &[&str],
+    multi_fields: &[&str],
+) -> Result<(), StoreError> {
+    let e = &row.entity;
+    let t = &layout.entity_type;
+    let mut set = String::new();
+    let mut vals: Vec<SqlValue> = book_values(row).into();
+    for (i, c) in BOOK_COLUMNS[1..].iter().enumerate() {
+        if i > 0 {
+            set.push_str(", ");
+        }
+        set.push_str(&format!("{} = ?{}", ident(c), i + 1));
+    }
+    for f in &layout.fields {
+        if Shape::of(f.data_type) == Shape::Multi || !fields.contains(&f.name.as_str()) {
+            continue;
+        }
+        let cols = Shape::of(f.data_type).columns(&f.name);
+        let enc = codec::encode_field(t, f, e.get(&f.name))?;
+        for ((c, _), v) in cols.into_iter().zip(enc) {
+            vals.push(v);
+            set.push_str(&format!(", {} = ?{}", ident(&c), vals.len()));
+        }
+    }
+    vals.push(SqlValue::Integer(e.id));
+    let q = format!("UPDATE {} SET {set} WHERE id = ?{}", sql.table, vals.len());
+    conn.prepare_cached(&q)
+        .and_then(|mut s| s.execute(params_from_iter(vals)))
+        .map_err(sql_err)?;
+    write_multi(conn, layout, sql, e, multi_fields, false)
+}
+
+/// Rewrites the side rows of `multi_fields` (`is_new`: there are none to delete first).
+fn write_multi(
+    conn: &Connection,
+    layout: &TypeLayout,
+    sql: &RowSql,
+    e: &Entity,
+    multi_fields: &[&str],
+    is_new: bool,
+) -> Result<(), StoreError> {
+    let t = &layout.entity_type;
     for f in &layout.fields {
         if Shape::of(f.data_type) != Shape::Multi || !multi_fields.contains(&f.name.as_str()) {
             continue;

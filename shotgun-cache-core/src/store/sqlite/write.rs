@@ -165,6 +165,7 @@ fn apply(conn: &Connection, tgt: &mut Target<'_>, w: &EntityWrite) -> Result<App
             });
             let mut changed = Vec::new();
             let mut multi_changed = Vec::new();
+            let mut cols_changed = Vec::new();
             for f in &layout.fields {
                 let Some(v) = entity.fields.get(&f.name) else {
                     continue;
@@ -182,6 +183,8 @@ fn apply(conn: &Connection, tgt: &mut Target<'_>, w: &EntityWrite) -> Result<App
                 if old != v {
                     if Shape::of(f.data_type) == Shape::Multi {
                         multi_changed.push(f.name.as_str());
+                    } else {
+                        cols_changed.push(f.name.as_str());
                     }
                     row.entity.fields.insert(f.name.clone(), v);
                 }
@@ -201,18 +204,16 @@ fn apply(conn: &Connection, tgt: &mut Target<'_>, w: &EntityWrite) -> Result<App
             let differs = existing
                 .as_ref()
                 .is_none_or(|old| old.entity != row.entity || old.versions != row.versions);
-            if differs {
-                let multi: Vec<&str> = if is_new {
-                    layout
-                        .fields
-                        .iter()
-                        .filter(|f| f.data_type == DataType::MultiEntity)
-                        .map(|f| f.name.as_str())
-                        .collect()
-                } else {
-                    multi_changed
-                };
-                rows::write(conn, layout, &tgt.sql, &row, &multi, is_new)?;
+            if differs && is_new {
+                let multi: Vec<&str> = layout
+                    .fields
+                    .iter()
+                    .filter(|f| f.data_type == DataType::MultiEntity)
+                    .map(|f| f.name.as_str())
+                    .collect();
+                rows::write(conn, layout, &tgt.sql, &row, &multi, true)?;
+            } else if differs {
+                rows::update(conn, layout, &tgt.sql, &row, &cols_changed, &multi_changed)?;
             }
             Ok(if is_new {
                 let fields = layout
@@ -257,6 +258,7 @@ fn apply(conn: &Connection, tgt: &mut Target<'_>, w: &EntityWrite) -> Result<App
             let mut row = old.clone();
             let mut changed = BTreeSet::new();
             let mut multi_changed = Vec::new();
+            let mut cols_changed: Vec<&str> = Vec::new();
             let mut any_applied = false;
             for c in changes {
                 let Some(f) = layout.fields.iter().find(|f| f.name == c.field()) else {
@@ -285,10 +287,13 @@ fn apply(conn: &Connection, tgt: &mut Target<'_>, w: &EntityWrite) -> Result<App
                     changed.insert(f.name.clone());
                 }
                 if cur != new {
-                    if Shape::of(f.data_type) == Shape::Multi
-                        && !multi_changed.contains(&f.name.as_str())
-                    {
-                        multi_changed.push(f.name.as_str());
+                    let list = if Shape::of(f.data_type) == Shape::Multi {
+                        &mut multi_changed
+                    } else {
+                        &mut cols_changed
+                    };
+                    if !list.contains(&f.name.as_str()) {
+                        list.push(f.name.as_str());
                     }
                     if tgt.display_field == Some(f.name.as_str()) {
                         row.entity.display_name = display_from(&new);
@@ -301,7 +306,7 @@ fn apply(conn: &Connection, tgt: &mut Target<'_>, w: &EntityWrite) -> Result<App
             }
             row.entity.last_event_id = row.entity.last_event_id.max(*event_id);
             row.entity.versions = row.versions.expand(layout);
-            rows::write(conn, layout, &tgt.sql, &row, &multi_changed, false)?;
+            rows::update(conn, layout, &tgt.sql, &row, &cols_changed, &multi_changed)?;
             Ok(if changed.is_empty() {
                 unchanged()
             } else {
@@ -326,7 +331,7 @@ fn apply(conn: &Connection, tgt: &mut Target<'_>, w: &EntityWrite) -> Result<App
             row.entity.retired_version = *event_id;
             row.entity.last_event_id = row.entity.last_event_id.max(*event_id);
             row.entity.retired = retire;
-            rows::write(conn, layout, &tgt.sql, &row, &[], false)?;
+            rows::update(conn, layout, &tgt.sql, &row, &[], &[])?;
             Ok(if old.entity.retired == retire {
                 unchanged()
             } else {
