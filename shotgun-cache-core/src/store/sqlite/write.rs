@@ -379,7 +379,7 @@ pub(crate) fn append_journal(
             op.as_str(),
             serde_json::to_string(&fields).unwrap_or_else(|_| "[]".into()),
             at.0,
-            entity.as_ref().map(|e| codec::entity_to_json(e).to_string()),
+            entity.as_ref().map(codec::entity_to_json_string),
         ])
     })
     .map_err(sql_err)?;
