@@ -1,5 +1,6 @@
-//! Differential test: random filters (every relation the SQLite backend supports, nested groups,
-//! deep links through entity and multi_entity hops), random sorts, paging and return fields over
+//! Differential test: random filters (every relation of every filterable type of the test schema,
+//! tag_list and addressing included, nested groups, deep links through entity and multi_entity
+//! hops; text with non-ASCII case rules such as Greek final sigma), random sorts, paging and return fields over
 //! random entities; the SQLite backend's answer (ids, order, values) and count must equal the
 //! reference implementation's (`query::reference_find` over the same rows).
 //!
@@ -54,6 +55,15 @@ const WORDS: &[&str] = &[
     "ärger",
     "ΑΣ",
     "ας",
+    "ασ",
+    "ΣΑΣ",
+    "σας",
+    "ΟΔΥΣΣΕΑΣ",
+    "Οδυσσεας",
+    "ß",
+    "ẞ",
+    "ss",
+    "i\u{307}",
     "İstanbul",
     "a",
     "",
@@ -109,6 +119,31 @@ impl Gen<'_> {
         }
     }
 
+    /// One element of a tag_list (mostly tag names) or addressing list (mostly links), with the
+    /// odd element of the other kind or of no kind the reference reads (it ignores those).
+    fn json_link_item(&mut self, dt: DataType, valid: &[String]) -> Json {
+        let roll = self.rng.random_range(0..20);
+        let names_upto = if dt == DataType::TagList { 16 } else { 5 };
+        match roll {
+            0 => json!(self.rng.random_range(0..5)),
+            1 => json!({"type": "HumanUser", "name": self.word()}),
+            2 => {
+                // A link to a cached type (with retired rows), whatever the field's valid types.
+                let id = self.rng.random_range(40..47);
+                json!({"type": "HumanUser", "id": id, "name": self.word()})
+            }
+            3 => json!({"type": 7, "id": "12", "name": null}),
+            _ if roll < names_upto => json!(self.word()),
+            _ => {
+                let r = self.link_to(valid);
+                match r.name {
+                    Some(n) => json!({"type": r.entity_type, "id": r.id, "name": n}),
+                    None => json!({"type": r.entity_type, "id": r.id}),
+                }
+            }
+        }
+    }
+
     fn value(&mut self, dt: DataType, valid: &[String]) -> Value {
         if dt != DataType::Checkbox && dt != DataType::MultiEntity && self.rng.random_bool(0.15) {
             return Value::Null;
@@ -146,9 +181,23 @@ impl Gen<'_> {
                 let n = self.rng.random_range(0..4);
                 Value::MultiEntity((0..n).map(|_| self.link_to(valid)).collect())
             }
-            DataType::Jsonb => Value::Json(
-                json!({"k": self.rng.random_range(0..3), "t": if self.rng.random_bool(0.5) { "a" } else { "b" }}),
-            ),
+            DataType::Jsonb => Value::Json(match self.rng.random_range(0..6) {
+                // A JSON array is a value, never null (not even an empty one).
+                0 => json!([]),
+                1 => json!([self.rng.random_range(0..3), {"type": "Shot", "id": 100}]),
+                _ => {
+                    json!({"k": self.rng.random_range(0..3), "t": if self.rng.random_bool(0.5) { "a" } else { "b" }})
+                }
+            }),
+            DataType::TagList | DataType::Addressing => {
+                let n = self.rng.random_range(0..4);
+                let items = (0..n).map(|_| self.json_link_item(dt, valid)).collect();
+                Value::Json(if self.rng.random_bool(0.03) {
+                    json!({"not": "a list"})
+                } else {
+                    Json::Array(items)
+                })
+            }
             DataType::Image => {
                 if self.rng.random_bool(0.5) {
                     Value::Int(self.rng.random_range(1..100))
@@ -234,6 +283,19 @@ impl Gen<'_> {
                     json!(DateTime(g.now + g.rng.random_range(-400 * DAY..400 * DAY)).to_string())
                 }
                 DataType::Jsonb => json!({"k": g.rng.random_range(0..3)}),
+                DataType::TagList if g.rng.random_bool(0.7) => json!(g.word()),
+                DataType::TagList | DataType::Addressing => {
+                    let r = if g.rng.random_bool(0.2) {
+                        EntityRef {
+                            entity_type: "HumanUser".into(),
+                            id: g.rng.random_range(40..47),
+                            name: None,
+                        }
+                    } else {
+                        g.link_to(valid)
+                    };
+                    json!({"type": r.entity_type, "id": r.id})
+                }
                 _ => g.value(dt, valid).to_json(),
             }
         };
@@ -267,10 +329,20 @@ impl Gen<'_> {
                 json!(self.rng.random_range(-3..3))
             }
             TypeIs | TypeIsNot => json!(
-                ["Shot", "Asset", "HumanUser", "ApiUser", "Sequence"]
-                    .choose(&mut self.rng)
-                    .expect("non-empty")
+                [
+                    "Shot",
+                    "Asset",
+                    "HumanUser",
+                    "ApiUser",
+                    "Sequence",
+                    "Group",
+                    "Tag"
+                ]
+                .choose(&mut self.rng)
+                .expect("non-empty")
             ),
+            // addressing `contains` takes a link, like `is`.
+            Contains | NotContains if dt == DataType::Addressing => one(self),
             _ => json!(self.word()),
         }
     }

@@ -12,11 +12,17 @@
 //!   from the link-column indexes and the side-table index `(field, dst_id, dst_type)`.
 //! - Links apply the link rule: a link to a cached, retired target is absent (`dropped`), and names
 //!   are live (`COALESCE(target._dn, stored name)` when the target is cached).
-//! - Text is case-insensitive through the connection functions `sg_fold` (the reference's per-char
-//!   lowercase, also used by the expression indexes) and `sg_contains`/`sg_starts`/`sg_ends`, which
-//!   call the reference's own `ci_*` functions, so non-ASCII text matches exactly as in the reference.
-//!   Floats compare through `sg_r6` (rounded to 6 decimal places, as the reference does).
-//! - tag_list and addressing filters are not compiled (they return `StoreError::Invalid`).
+//! - Text is case-insensitive through the connection functions `sg_fold` (the reference's
+//!   `filter::eval::fold`, also used by the expression indexes) and `sg_contains`/`sg_starts`/`sg_ends`,
+//!   which call the reference's own `ci_*` functions, so non-ASCII text (final sigma included)
+//!   matches exactly as in the reference. Operands arrive folded from `validate` and are bound as
+//!   they are, so `sg_fold(col) = ?` can use the expression index. Floats compare through `sg_r6`
+//!   (rounded to 6 decimal places, as the reference does).
+//! - tag_list and addressing values are JSON arrays in one TEXT column; their relations (`is`, `in`,
+//!   `contains`, `type_is`, `name_*`, `is None`, and the negations) are `EXISTS` over
+//!   `json_each(col)` that read each element like the reference (a string is a tag name, an object a
+//!   link with the link rule and live names). There is no index on them: such a condition is checked
+//!   on the rows the rest of the filter (and its indexes) leaves.
 
 use rusqlite::types::Value as SqlValue;
 
@@ -318,7 +324,9 @@ impl<'a> Compiler<'a> {
         let cx = col(a, name);
         let shape = Shape::of(dt);
         match (shape, dt) {
-            (_, DataType::TagList | DataType::Addressing) => Err(unsupported()),
+            (_, DataType::TagList | DataType::Addressing) => self
+                .json_links_leaf(op, &c.operand, &cx)
+                .ok_or_else(unsupported),
             (Shape::Text, DataType::EntityType) => match (op, &c.operand) {
                 (Is, Operand::One(Value::Null)) => Ok(format!("({cx} IS NULL OR {cx} = '')")),
                 (Is, Operand::One(Value::Text(x))) => Ok(format!("{cx} = {}", self.text(x))),
@@ -694,6 +702,92 @@ impl<'a> Compiler<'a> {
                 let name = self.live_name(valid, &ty, &id, &stored);
                 let test = self.name_test(op, x, &name)?;
                 format!("EXISTS (SELECT 1 FROM {m} {mm} WHERE {live_el} AND {test})")
+            }
+            _ => return None,
+        })
+    }
+
+    /// tag_list and addressing: the JSON array in the column `cx`, read element by element
+    /// (`json_each`) exactly as the reference's `any_link` reads it: a string element is a tag
+    /// (type `Tag`, no id, the string as its name); an object element is a link (its `type` when a
+    /// string, else `""`; its `id` when an integer; its stored `name` when a string) under the link
+    /// rule (dropped when the target is cached and retired, live name when it is cached); any other
+    /// element, and a value that is not an array, has no links. Any cached type may be a target
+    /// (the reference does not restrict JSON links to `valid_types`).
+    fn json_links_leaf(&mut self, op: Operator, operand: &Operand, cx: &str) -> Option<String> {
+        use Operator::*;
+        let j = self.alias();
+        // `json_each` fails on malformed JSON, and a non-array value has no elements: feed it only
+        // valid arrays (CASE evaluates lazily, so `json_type` never sees invalid JSON).
+        let array = format!(
+            "(CASE WHEN json_valid({cx}) THEN (CASE WHEN json_type({cx}) = 'array' THEN {cx} END) END)"
+        );
+        let ty = format!(
+            "(CASE WHEN {j}.type = 'text' THEN 'Tag' WHEN json_type({j}.value, '$.type') = 'text' \
+             THEN json_extract({j}.value, '$.type') ELSE '' END)"
+        );
+        let id = format!(
+            "(CASE WHEN {j}.type = 'object' THEN (CASE WHEN json_type({j}.value, '$.id') = 'integer' \
+             THEN json_extract({j}.value, '$.id') END) END)"
+        );
+        let stored = format!(
+            "(CASE WHEN {j}.type = 'text' THEN {j}.value WHEN json_type({j}.value, '$.name') = 'text' \
+             THEN json_extract({j}.value, '$.name') END)"
+        );
+        let dropped = self.dropped(&[], &ty, &id);
+        // "Some live element satisfies `test`".
+        let any = |test: &str| -> String {
+            format!(
+                "EXISTS (SELECT 1 FROM json_each({array}) {j} WHERE {j}.type IN ('text', 'object') \
+                 AND NOT {dropped} AND {test})"
+            )
+        };
+        let is_link = |me: &mut Self, r: &EntityRef| -> String {
+            // The target of a fixed link is dropped or not as a whole: test that once, outside.
+            let retired = me.target_retired(r);
+            let test = format!(
+                "{ty} = {} AND {id} = {}",
+                me.text(&r.entity_type),
+                me.param(SqlValue::Integer(r.id))
+            );
+            format!("({} AND NOT {retired})", any(&test))
+        };
+        Some(match (op, operand) {
+            (Is, Operand::One(Value::Null)) => format!(
+                "({cx} IS NULL OR (CASE WHEN json_valid({cx}) THEN json_type({cx}) END) = 'null' \
+                 OR ({array} IS NOT NULL AND NOT {}))",
+                any("1")
+            ),
+            (Is | Contains, Operand::One(Value::Entity(r))) => is_link(self, r),
+            (Is, Operand::One(Value::Text(name))) => {
+                let live = self.live_name(&[], &ty, &id, &stored);
+                let p = self.text(name);
+                any(&format!("{} = {p}", folded(&live)))
+            }
+            (Is | Contains, Operand::One(_)) => "0".into(),
+            (In, Operand::Many(xs)) => {
+                let ps: Vec<String> = xs
+                    .iter()
+                    .map(|x| match x {
+                        Value::Entity(r) => is_link(self, r),
+                        Value::Text(name) => {
+                            let live = self.live_name(&[], &ty, &id, &stored);
+                            let p = self.text(name);
+                            any(&format!("{} = {p}", folded(&live)))
+                        }
+                        _ => "0".into(),
+                    })
+                    .collect();
+                format!("({})", ps.join(" OR "))
+            }
+            (TypeIs, Operand::Text(t)) => {
+                let p = self.text(t);
+                any(&format!("{ty} = {p}"))
+            }
+            (NameIs | NameContains | NameStartsWith | NameEndsWith, Operand::Text(x)) => {
+                let live = self.live_name(&[], &ty, &id, &stored);
+                let test = self.name_test(op, x, &live)?;
+                any(&test)
             }
             _ => return None,
         })
