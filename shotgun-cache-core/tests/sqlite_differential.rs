@@ -123,16 +123,16 @@ impl Gen<'_> {
     /// odd element of the other kind or of no kind the reference reads (it ignores those).
     fn json_link_item(&mut self, dt: DataType, valid: &[String]) -> Json {
         let roll = self.rng.random_range(0..20);
-        let names_upto = if dt == DataType::TagList { 16 } else { 5 };
+        let names_upto = if dt == DataType::TagList { 16 } else { 7 };
         match roll {
             0 => json!(self.rng.random_range(0..5)),
             1 => json!({"type": "HumanUser", "name": self.word()}),
-            2 => {
+            2..=4 => {
                 // A link to a cached type (with retired rows), whatever the field's valid types.
                 let id = self.rng.random_range(40..47);
                 json!({"type": "HumanUser", "id": id, "name": self.word()})
             }
-            3 => json!({"type": 7, "id": "12", "name": null}),
+            5 => json!({"type": 7, "id": "12", "name": null}),
             _ if roll < names_upto => json!(self.word()),
             _ => {
                 let r = self.link_to(valid);
@@ -227,7 +227,14 @@ impl Gen<'_> {
                     Some(Value::Text(s)) => Some(s),
                     _ => None,
                 };
-                e.retired = self.rng.random_bool(0.12);
+                // Users are retired more often: they are the cached targets of the addressing and
+                // tag_list links (and of task_assignees), so the link rule gets exercised there.
+                let retire_p = if l.entity_type == "HumanUser" {
+                    0.3
+                } else {
+                    0.12
+                };
+                e.retired = self.rng.random_bool(retire_p);
                 out.push(EntityWrite::Upsert {
                     entity: e,
                     floor: 0,
@@ -390,6 +397,14 @@ impl Gen<'_> {
                 )
             })
             .collect()
+    }
+}
+
+/// Counts the conditions of a filter by the data type of their leaf.
+fn count_leaf_types(f: &Filter, out: &mut std::collections::BTreeMap<&'static str, usize>) {
+    match f {
+        Filter::Condition(c) => *out.entry(c.path.leaf_type.as_str()).or_default() += 1,
+        Filter::Group { children, .. } => children.iter().for_each(|c| count_leaf_types(c, out)),
     }
 }
 
@@ -574,6 +589,7 @@ async fn sqlite_find_equals_reference_on_random_filters() {
         now: now.0,
     };
     let (mut checked, mut rejected, mut selective) = (0_usize, 0_usize, 0_usize);
+    let mut by_type = std::collections::BTreeMap::new();
     for round in 0..rounds {
         let dir = tempfile::tempdir().expect("temporary directory");
         let store = SqliteStore::open(&dir.path().join("diff.db")).expect("open store");
@@ -618,6 +634,7 @@ async fn sqlite_find_equals_reference_on_random_filters() {
             }
             checked += 1;
             if let Some(q) = case.query(&schema) {
+                count_leaf_types(&q.filter, &mut by_type);
                 let n = reference_count(&src, &q.entity_type, &q.filter, q.retired_only, now);
                 let all =
                     reference_count(&src, &q.entity_type, &Filter::all(), q.retired_only, now);
@@ -643,6 +660,22 @@ async fn sqlite_find_equals_reference_on_random_filters() {
         "checked {checked} random finds and counts ({selective} selected some but not all rows; \
          {rejected} generated filters were invalid and skipped)"
     );
+    println!("conditions checked per leaf data type: {by_type:?}");
+    // Every filterable type of the test schema is exercised, the JSON-list types included.
+    for t in [
+        DataType::TagList,
+        DataType::Addressing,
+        DataType::Jsonb,
+        DataType::Text,
+        DataType::MultiEntity,
+    ] {
+        let n = by_type.get(t.as_str()).copied().unwrap_or(0);
+        assert!(
+            n * 100 >= checked,
+            "too few conditions on {} fields: {n} in {checked} filters",
+            t.as_str()
+        );
+    }
     assert!(
         selective * 4 >= checked,
         "too few generated filters were selective ({selective} of {checked})"
