@@ -22,7 +22,8 @@
 //!   `contains`, `type_is`, `name_*`, `is None`, and the negations) are `EXISTS` over
 //!   `json_each(col)` that read each element like the reference (a string is a tag name, an object a
 //!   link with the link rule and live names). There is no index on them: such a condition is checked
-//!   on the rows the rest of the filter (and its indexes) leaves.
+//!   on the rows the rest of the filter (and its indexes) leaves; a link test (`is`/`in`/`contains`)
+//!   first looks for the id's digits in the column text, which skips most rows without parsing.
 
 use rusqlite::types::Value as SqlValue;
 
@@ -734,23 +735,38 @@ impl<'a> Compiler<'a> {
             "(CASE WHEN {j}.type = 'text' THEN {j}.value WHEN json_type({j}.value, '$.name') = 'text' \
              THEN json_extract({j}.value, '$.name') END)"
         );
-        let dropped = self.dropped(&[], &ty, &id);
-        // "Some live element satisfies `test`".
+        // Tags (string elements) have no id, so they are never dropped and read their own name.
+        let dropped = format!(
+            "(CASE WHEN {j}.type = 'object' THEN {} ELSE 0 END)",
+            self.dropped(&[], &ty, &id)
+        );
+        let live = format!(
+            "(CASE WHEN {j}.type = 'text' THEN {j}.value ELSE {} END)",
+            self.live_name(&[], &ty, &id, &stored)
+        );
+        // "Some live element satisfies `test`" (the test first: the link rule costs a lookup per
+        // cached type, so it is only evaluated on elements that pass).
         let any = |test: &str| -> String {
             format!(
                 "EXISTS (SELECT 1 FROM json_each({array}) {j} WHERE {j}.type IN ('text', 'object') \
-                 AND NOT {dropped} AND {test})"
+                 AND {test} AND NOT {dropped})"
             )
         };
         let is_link = |me: &mut Self, r: &EntityRef| -> String {
             // The target of a fixed link is dropped or not as a whole: test that once, outside.
             let retired = me.target_retired(r);
+            // A cheap necessary condition first: the column is serde_json's compact text
+            // (`codec::encode_field`), where an integer id is written as its decimal digits.
+            let digits = me.text(&r.id.to_string());
             let test = format!(
-                "{ty} = {} AND {id} = {}",
-                me.text(&r.entity_type),
-                me.param(SqlValue::Integer(r.id))
+                "{id} = {} AND {ty} = {}",
+                me.param(SqlValue::Integer(r.id)),
+                me.text(&r.entity_type)
             );
-            format!("({} AND NOT {retired})", any(&test))
+            format!(
+                "(instr({cx}, {digits}) > 0 AND {} AND NOT {retired})",
+                any(&test)
+            )
         };
         Some(match (op, operand) {
             (Is, Operand::One(Value::Null)) => format!(
@@ -760,9 +776,8 @@ impl<'a> Compiler<'a> {
             ),
             (Is | Contains, Operand::One(Value::Entity(r))) => is_link(self, r),
             (Is, Operand::One(Value::Text(name))) => {
-                let live = self.live_name(&[], &ty, &id, &stored);
                 let p = self.text(name);
-                any(&format!("{} = {p}", folded(&live)))
+                any(&format!("sg_eq({live}, {p})"))
             }
             (Is | Contains, Operand::One(_)) => "0".into(),
             (In, Operand::Many(xs)) => {
@@ -771,9 +786,8 @@ impl<'a> Compiler<'a> {
                     .map(|x| match x {
                         Value::Entity(r) => is_link(self, r),
                         Value::Text(name) => {
-                            let live = self.live_name(&[], &ty, &id, &stored);
                             let p = self.text(name);
-                            any(&format!("{} = {p}", folded(&live)))
+                            any(&format!("sg_eq({live}, {p})"))
                         }
                         _ => "0".into(),
                     })
@@ -784,8 +798,11 @@ impl<'a> Compiler<'a> {
                 let p = self.text(t);
                 any(&format!("{ty} = {p}"))
             }
-            (NameIs | NameContains | NameStartsWith | NameEndsWith, Operand::Text(x)) => {
-                let live = self.live_name(&[], &ty, &id, &stored);
+            (NameIs, Operand::Text(x)) => {
+                let p = self.text(x);
+                any(&format!("sg_eq({live}, {p})"))
+            }
+            (NameContains | NameStartsWith | NameEndsWith, Operand::Text(x)) => {
                 let test = self.name_test(op, x, &live)?;
                 any(&test)
             }

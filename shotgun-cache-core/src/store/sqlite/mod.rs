@@ -70,7 +70,7 @@ use self::catalog::Catalog;
 use super::{
     CommitResult, CountQuery, JournalEntry, Store, StoreError, TypeLayout, TypeState, WriteBatch,
 };
-use crate::filter::eval::{ci_contains, ci_ends_with, ci_starts_with, fold, json_contains};
+use crate::filter::eval::{ci_contains, ci_ends_with, ci_eq, ci_starts_with, fold, json_contains};
 use crate::model::{DateTime, Entity, SiteSchema};
 use crate::query::{FindQuery, Record};
 
@@ -108,7 +108,8 @@ fn text_arg<'a>(ctx: &'a rusqlite::functions::Context<'_>, i: usize) -> Option<&
 /// - `sg_fold(s)`: the reference's case folding for matching (`filter::eval::fold`; the expression
 ///   indexes are built on it, so a change of the fold bumps `eval::FOLD_VERSION`, see `catalog`).
 /// - `sg_lower(s)`: the reference's sort key for text (`str::to_lowercase`).
-/// - `sg_contains/sg_starts/sg_ends(s, lower)`: the reference's `ci_*` tests.
+/// - `sg_eq/sg_contains/sg_starts/sg_ends(s, folded)`: the reference's `ci_*` tests (`sg_eq` is
+///   `sg_fold(s) = folded` without allocating, for where no index applies).
 /// - `sg_uuid_eq(s, canonical)`, `sg_r6(x)` (float rounded to 6 places, scaled by 1e6),
 ///   `sg_json_null(j)`, `sg_json_eq(j, k)`, `sg_json_contains(j, k)`.
 pub fn register_functions(conn: &Connection) -> rusqlite::Result<()> {
@@ -121,6 +122,7 @@ pub fn register_functions(conn: &Connection) -> rusqlite::Result<()> {
     })?;
     type Test = fn(&str, &str) -> bool;
     for (name, f) in [
+        ("sg_eq", ci_eq as Test),
         ("sg_contains", ci_contains as Test),
         ("sg_starts", ci_starts_with),
         ("sg_ends", ci_ends_with),
