@@ -23,9 +23,11 @@
 //!   `json_each(col)` that read each element like the reference (a string is a tag name, an object a
 //!   link with the link rule and live names). There is no index on them: such a condition is checked
 //!   on the rows the rest of the filter (and its indexes) leaves; a link test (`is`/`in`/`contains`)
-//!   first looks for the id's digits in the column text, which skips most rows without parsing.
+//!   first looks for the id's digits in the column text, and `type_is` for the quoted type name,
+//!   which skips most rows without parsing (the column is serde_json's compact text).
 
 use rusqlite::types::Value as SqlValue;
+use serde_json::Value as Json;
 
 use super::catalog::{Catalog, TypeCat, folded};
 use super::codec::{self, Shape, ident, lit};
@@ -723,34 +725,33 @@ impl<'a> Compiler<'a> {
         let array = format!(
             "(CASE WHEN json_valid({cx}) THEN (CASE WHEN json_type({cx}) = 'array' THEN {cx} END) END)"
         );
-        let ty = format!(
-            "(CASE WHEN {j}.type = 'text' THEN 'Tag' WHEN json_type({j}.value, '$.type') = 'text' \
-             THEN json_extract({j}.value, '$.type') ELSE '' END)"
+        // One row per element that can be a link, with its type, id and stored name computed once
+        // (`LIMIT -1` keeps SQLite from flattening the subquery, which would recompute them in
+        // every test that reads them).
+        let e = self.alias();
+        let elements = format!(
+            "(SELECT (CASE WHEN {j}.type = 'text' THEN 'Tag' WHEN json_type({j}.value, '$.type') = 'text' \
+             THEN json_extract({j}.value, '$.type') ELSE '' END) AS t, \
+             (CASE WHEN {j}.type = 'object' THEN (CASE WHEN json_type({j}.value, '$.id') = 'integer' \
+             THEN json_extract({j}.value, '$.id') END) END) AS i, \
+             (CASE WHEN {j}.type = 'text' THEN {j}.value WHEN json_type({j}.value, '$.name') = 'text' \
+             THEN json_extract({j}.value, '$.name') END) AS n, {j}.type AS k \
+             FROM json_each({array}) {j} WHERE {j}.type IN ('text', 'object') LIMIT -1) {e}"
         );
-        let id = format!(
-            "(CASE WHEN {j}.type = 'object' THEN (CASE WHEN json_type({j}.value, '$.id') = 'integer' \
-             THEN json_extract({j}.value, '$.id') END) END)"
-        );
-        let stored = format!(
-            "(CASE WHEN {j}.type = 'text' THEN {j}.value WHEN json_type({j}.value, '$.name') = 'text' \
-             THEN json_extract({j}.value, '$.name') END)"
-        );
+        let (ty, id, stored) = (format!("{e}.t"), format!("{e}.i"), format!("{e}.n"));
         // Tags (string elements) have no id, so they are never dropped and read their own name.
         let dropped = format!(
-            "(CASE WHEN {j}.type = 'object' THEN {} ELSE 0 END)",
+            "(CASE WHEN {e}.k = 'object' THEN {} ELSE 0 END)",
             self.dropped(&[], &ty, &id)
         );
         let live = format!(
-            "(CASE WHEN {j}.type = 'text' THEN {j}.value ELSE {} END)",
+            "(CASE WHEN {e}.k = 'text' THEN {stored} ELSE {} END)",
             self.live_name(&[], &ty, &id, &stored)
         );
         // "Some live element satisfies `test`" (the test first: the link rule costs a lookup per
         // cached type, so it is only evaluated on elements that pass).
         let any = |test: &str| -> String {
-            format!(
-                "EXISTS (SELECT 1 FROM json_each({array}) {j} WHERE {j}.type IN ('text', 'object') \
-                 AND {test} AND NOT {dropped})"
-            )
+            format!("EXISTS (SELECT 1 FROM {elements} WHERE {test} AND NOT {dropped})")
         };
         let is_link = |me: &mut Self, r: &EntityRef| -> String {
             // The target of a fixed link is dropped or not as a whole: test that once, outside.
@@ -796,7 +797,15 @@ impl<'a> Compiler<'a> {
             }
             (TypeIs, Operand::Text(t)) => {
                 let p = self.text(t);
-                any(&format!("{ty} = {p}"))
+                let test = any(&format!("{ty} = {p}"));
+                if t == "Tag" {
+                    // Tag names read as type `Tag` without the word in the text.
+                    test
+                } else {
+                    // As for ids: serde_json writes the type string exactly as this needle.
+                    let needle = self.text(&Json::String(t.clone()).to_string());
+                    format!("(instr({cx}, {needle}) > 0 AND {test})")
+                }
             }
             (NameIs, Operand::Text(x)) => {
                 let p = self.text(x);
