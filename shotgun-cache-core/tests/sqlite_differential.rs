@@ -1,5 +1,6 @@
-//! Differential test: random filters (every relation the SQLite backend supports, nested groups,
-//! deep links through entity and multi_entity hops), random sorts, paging and return fields over
+//! Differential test: random filters (every relation of every filterable type of the test schema,
+//! tag_list and addressing included, nested groups, deep links through entity and multi_entity
+//! hops; text with non-ASCII case rules such as Greek final sigma), random sorts, paging and return fields over
 //! random entities; the SQLite backend's answer (ids, order, values) and count must equal the
 //! reference implementation's (`query::reference_find` over the same rows).
 //!
@@ -54,6 +55,15 @@ const WORDS: &[&str] = &[
     "ärger",
     "ΑΣ",
     "ας",
+    "ασ",
+    "ΣΑΣ",
+    "σας",
+    "ΟΔΥΣΣΕΑΣ",
+    "Οδυσσεας",
+    "ß",
+    "ẞ",
+    "ss",
+    "i\u{307}",
     "İstanbul",
     "a",
     "",
@@ -109,6 +119,31 @@ impl Gen<'_> {
         }
     }
 
+    /// One element of a tag_list (mostly tag names) or addressing list (mostly links), with the
+    /// odd element of the other kind or of no kind the reference reads (it ignores those).
+    fn json_link_item(&mut self, dt: DataType, valid: &[String]) -> Json {
+        let roll = self.rng.random_range(0..20);
+        let names_upto = if dt == DataType::TagList { 16 } else { 7 };
+        match roll {
+            0 => json!(self.rng.random_range(0..5)),
+            1 => json!({"type": "HumanUser", "name": self.word()}),
+            2..=4 => {
+                // A link to a cached type (with retired rows), whatever the field's valid types.
+                let id = self.rng.random_range(40..47);
+                json!({"type": "HumanUser", "id": id, "name": self.word()})
+            }
+            5 => json!({"type": 7, "id": "12", "name": null}),
+            _ if roll < names_upto => json!(self.word()),
+            _ => {
+                let r = self.link_to(valid);
+                match r.name {
+                    Some(n) => json!({"type": r.entity_type, "id": r.id, "name": n}),
+                    None => json!({"type": r.entity_type, "id": r.id}),
+                }
+            }
+        }
+    }
+
     fn value(&mut self, dt: DataType, valid: &[String]) -> Value {
         if dt != DataType::Checkbox && dt != DataType::MultiEntity && self.rng.random_bool(0.15) {
             return Value::Null;
@@ -146,9 +181,23 @@ impl Gen<'_> {
                 let n = self.rng.random_range(0..4);
                 Value::MultiEntity((0..n).map(|_| self.link_to(valid)).collect())
             }
-            DataType::Jsonb => Value::Json(
-                json!({"k": self.rng.random_range(0..3), "t": if self.rng.random_bool(0.5) { "a" } else { "b" }}),
-            ),
+            DataType::Jsonb => Value::Json(match self.rng.random_range(0..6) {
+                // A JSON array is a value, never null (not even an empty one).
+                0 => json!([]),
+                1 => json!([self.rng.random_range(0..3), {"type": "Shot", "id": 100}]),
+                _ => {
+                    json!({"k": self.rng.random_range(0..3), "t": if self.rng.random_bool(0.5) { "a" } else { "b" }})
+                }
+            }),
+            DataType::TagList | DataType::Addressing => {
+                let n = self.rng.random_range(0..4);
+                let items = (0..n).map(|_| self.json_link_item(dt, valid)).collect();
+                Value::Json(if self.rng.random_bool(0.03) {
+                    json!({"not": "a list"})
+                } else {
+                    Json::Array(items)
+                })
+            }
             DataType::Image => {
                 if self.rng.random_bool(0.5) {
                     Value::Int(self.rng.random_range(1..100))
@@ -178,7 +227,14 @@ impl Gen<'_> {
                     Some(Value::Text(s)) => Some(s),
                     _ => None,
                 };
-                e.retired = self.rng.random_bool(0.12);
+                // Users are retired more often: they are the cached targets of the addressing and
+                // tag_list links (and of task_assignees), so the link rule gets exercised there.
+                let retire_p = if l.entity_type == "HumanUser" {
+                    0.3
+                } else {
+                    0.12
+                };
+                e.retired = self.rng.random_bool(retire_p);
                 out.push(EntityWrite::Upsert {
                     entity: e,
                     floor: 0,
@@ -234,6 +290,19 @@ impl Gen<'_> {
                     json!(DateTime(g.now + g.rng.random_range(-400 * DAY..400 * DAY)).to_string())
                 }
                 DataType::Jsonb => json!({"k": g.rng.random_range(0..3)}),
+                DataType::TagList if g.rng.random_bool(0.7) => json!(g.word()),
+                DataType::TagList | DataType::Addressing => {
+                    let r = if g.rng.random_bool(0.2) {
+                        EntityRef {
+                            entity_type: "HumanUser".into(),
+                            id: g.rng.random_range(40..47),
+                            name: None,
+                        }
+                    } else {
+                        g.link_to(valid)
+                    };
+                    json!({"type": r.entity_type, "id": r.id})
+                }
                 _ => g.value(dt, valid).to_json(),
             }
         };
@@ -267,10 +336,20 @@ impl Gen<'_> {
                 json!(self.rng.random_range(-3..3))
             }
             TypeIs | TypeIsNot => json!(
-                ["Shot", "Asset", "HumanUser", "ApiUser", "Sequence"]
-                    .choose(&mut self.rng)
-                    .expect("non-empty")
+                [
+                    "Shot",
+                    "Asset",
+                    "HumanUser",
+                    "ApiUser",
+                    "Sequence",
+                    "Group",
+                    "Tag"
+                ]
+                .choose(&mut self.rng)
+                .expect("non-empty")
             ),
+            // addressing `contains` takes a link, like `is`.
+            Contains | NotContains if dt == DataType::Addressing => one(self),
             _ => json!(self.word()),
         }
     }
@@ -318,6 +397,14 @@ impl Gen<'_> {
                 )
             })
             .collect()
+    }
+}
+
+/// Counts the conditions of a filter by the data type of their leaf.
+fn count_leaf_types(f: &Filter, out: &mut std::collections::BTreeMap<&'static str, usize>) {
+    match f {
+        Filter::Condition(c) => *out.entry(c.path.leaf_type.as_str()).or_default() += 1,
+        Filter::Group { children, .. } => children.iter().for_each(|c| count_leaf_types(c, out)),
     }
 }
 
@@ -502,6 +589,7 @@ async fn sqlite_find_equals_reference_on_random_filters() {
         now: now.0,
     };
     let (mut checked, mut rejected, mut selective) = (0_usize, 0_usize, 0_usize);
+    let mut by_type = std::collections::BTreeMap::new();
     for round in 0..rounds {
         let dir = tempfile::tempdir().expect("temporary directory");
         let store = SqliteStore::open(&dir.path().join("diff.db")).expect("open store");
@@ -546,6 +634,7 @@ async fn sqlite_find_equals_reference_on_random_filters() {
             }
             checked += 1;
             if let Some(q) = case.query(&schema) {
+                count_leaf_types(&q.filter, &mut by_type);
                 let n = reference_count(&src, &q.entity_type, &q.filter, q.retired_only, now);
                 let all =
                     reference_count(&src, &q.entity_type, &Filter::all(), q.retired_only, now);
@@ -571,6 +660,22 @@ async fn sqlite_find_equals_reference_on_random_filters() {
         "checked {checked} random finds and counts ({selective} selected some but not all rows; \
          {rejected} generated filters were invalid and skipped)"
     );
+    println!("conditions checked per leaf data type: {by_type:?}");
+    // Every filterable type of the test schema is exercised, the JSON-list types included.
+    for t in [
+        DataType::TagList,
+        DataType::Addressing,
+        DataType::Jsonb,
+        DataType::Text,
+        DataType::MultiEntity,
+    ] {
+        let n = by_type.get(t.as_str()).copied().unwrap_or(0);
+        assert!(
+            n * 100 >= checked,
+            "too few conditions on {} fields: {n} in {checked} filters",
+            t.as_str()
+        );
+    }
     assert!(
         selective * 4 >= checked,
         "too few generated filters were selective ({selective} of {checked})"

@@ -177,9 +177,9 @@ impl FieldPath {
 /// A typed operand, checked against the operator and the leaf's data type.
 ///
 /// Normal forms established by `validate` (backends compiling a filter rely on them):
-/// - text, list, status_list, color, footage and system_task_type operands are **lowercased**
-///   (`str::to_lowercase`), because every relation on them is case-insensitive; so are the strings
-///   of `name_*` relations and tag names. `entity_type` operands keep their case (case-sensitive).
+/// - text, list, status_list, color, footage and system_task_type operands are **folded**
+///   (`eval::fold`: per-character lowercase with final sigma `ς` as `σ`), because every relation on
+///   them is case-insensitive; so are the strings of `name_*` relations and tag names. `entity_type` operands keep their case (case-sensitive).
 /// - `is ""` / `is_not ""` on those types (and uuid) become `One(Value::Null)` (`""` is stored as null).
 /// - uuid operands are canonical: lowercase, hyphenated `8-4-4-4-12`.
 /// - number-family operands are `Int`; float/currency operands are `Float`; date → `Date`;

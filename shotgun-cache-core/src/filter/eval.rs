@@ -2,9 +2,9 @@
 //!
 //! [`matches`](fn@matches) decides whether one cached entity matches a validated [`Filter`]. The store backends
 //! are tested against it, and the simulator, Watch filters and per-type cache filters use it
-//! directly, so it is written to allocate nothing per row: operands were typed (and lowercased where
-//! matching is case-insensitive) by `validate`, text is compared through lowercase character
-//! iterators, and deep links resolve through [`EntitySource::entity`].
+//! directly, so it is written to allocate nothing per row: operands were typed (and folded, see
+//! [`fold`], where matching is case-insensitive) by `validate`, text is compared through folding
+//! character iterators, and deep links resolve through [`EntitySource::entity`].
 //!
 //! # Semantics table
 //!
@@ -17,7 +17,7 @@
 //! | operators per type | protocol §3.1 server lists (`validate::valid_relations`). `not_between` is rejected on every type (server rejects it on number/duration; ⚠ assumed the same for float/percent/timecode/currency/date). ⚠ `name_starts_with`/`name_ends_with` are accepted on entity and multi_entity (REF lists them). ⚠ color, footage and system_task_type take the text relations |
 //! | negation | every negated relation is `NOT` of its positive counterpart: `is_not`=¬`is`, `not_in`=¬`in`, `not_contains`=¬`contains`, `not_in_last`/`not_in_next`=¬`in_last`/¬`in_next`, `type_is_not`=¬`type_is`, `name_not_contains`=¬`name_contains`. So negated relations include null rows, and comparisons (`less_than`, `greater_than`, `between`, `in_last`, ...) exclude them |
 //! | null operand | `is None` matches null (text `""` counts as null; multi_entity, tag_list and addressing: an empty list after dropping retired targets). `is ""`/`is_not ""` on text-like and uuid fields equal `is None`/`is_not None`. `in [None]` is 400 on every type (⚠ verified only for text). checkbox `null` is 400; uuid `is null` is 400 |
-//! | text case | text, list, status_list (⚠), color, footage: every relation is case-insensitive (Unicode lowercase via `str::to_lowercase`). entity_type: case-sensitive. uuid: normalised (case, hyphens, braces) |
+//! | text case | text, list, status_list (⚠), color, footage: every relation is case-insensitive, comparing by [`fold`]: per-character Unicode lowercase (`char::to_lowercase`), then final sigma `ς` as `σ`, so `Σ`/`σ`/`ς` are one letter in every position (`is "ΑΣ"` matches `ΑΣ`, `ας`, `ασ`). ⚠ Shotgun matches in PostgreSQL (`ILIKE`/`lower()`: per-character lowercase, which maps `Σ` to `σ` and leaves `ς`, so there `ας` ≠ `ΑΣ`); we take the per-character lowercase and also equate `ς` with `σ`, since the two are one letter written by position (and `str::to_lowercase`/ICU choose between them by context). No full case folding and no locale rules: `ß` ≠ `ss` (`ẞ` = `ß`), `İ` folds to `i̇` (`i` + U+0307: it matches `i̇` and `İ`, not `i`), `I` folds to `i`, never to Turkish `ı`. Sorting is not affected (`query` sorts by `str::to_lowercase`). entity_type: case-sensitive. uuid: normalised (case, hyphens, braces) |
 //! | `contains ""` | matches every non-null row; `in [""]` matches nothing |
 //! | numbers | number/percent/duration/timecode take integers (integral floats and numeric strings are accepted; fractional floats are 400). ⚠ float/currency accept integers as well as floats and numeric strings (lenient; the server rejects integers). Float equality compares at 6 decimal places. `0` is not null |
 //! | `between` | inclusive on both ends and order-insensitive on every type (⚠ verified on dates only). A null endpoint matches 0 rows |
@@ -30,9 +30,9 @@
 //! | link rule | see [`EntitySource`]: a link to a cached, retired target is absent everywhere (a single link reads null, the element is dropped from lists), so `is`/`in` on a deleted id match 0 rows |
 //! | deep links | `f.Type.g` follows entity and multi_entity hops, any number of them. Through a multi_entity hop the condition holds when **any** linked row satisfies it. A hop reads null (one null leaf) when the link is null, points at another type, points at a target that is not cached, or the list is empty. ⚠ Negated relations through any hop are the negation of the positive relation over the whole path ("no linked row matches"), consistent with the null rule; so through a multi_entity hop `is_not None` holds only when every linked branch reads non-null |
 //! | empty group | `and []` and ⚠ `or []` both match everything (an empty group is no condition) |
-//! | tag_list | ⚠ values are lists of tag names or Tag links: `is X` = some tag has that name (case-insensitive) or that link; `name_contains`/`name_not_contains` on the tag names |
+//! | tag_list | ⚠ values are lists of tag names or Tag links: `is X` = some tag has that name (case-insensitive) or that link; `name_contains`/`name_not_contains` on the tag names. Elements are read as in `any_link`: a string is a tag name (type `Tag`, no id), an object a link (`type`, integer `id`, string `name`, under the link rule), anything else is ignored; a value that is not a list has no tags (and is not null) |
 //! | jsonb | `is` compares the JSON value; `contains` is containment (objects: every key contained; arrays: every element contained in some element; scalars: equal) |
-//! | addressing | ⚠ handled like multi_entity over its `[{type, id, name}]` list; `contains X` = `is X` |
+//! | addressing | ⚠ handled like multi_entity over its `[{type, id, name}]` list (elements read as for tag_list); `contains X` = `is X`. Links to any cached type follow the link rule, whatever the field's `valid_types` |
 //! | sorting (`query`) | keys in order, then `id` ascending as the final tiebreak. Nulls first on asc, last on desc (⚠). Text case-insensitive (⚠). Entity by live name (case-insensitive), then type, then id. Deep-link sorts follow single-entity hops; a multi_entity hop sorts as null. multi_entity, json-valued and other unsortable types sort as null; an unset checkbox sorts (and reads) as false |
 //! | sort fields (`validate_sort_field`) | ⚠ a field that does not exist, and summary/url/serializable fields, are silently ignored; uuid and pivot_column are 400 (protocol §3.6) |
 //! | return fields (`validate_return_field`) | a hop to a type outside the link's `valid_types`, or through a url field, makes the field absent (not an error); unknown fields and types are errors (protocol §3.5) |
@@ -510,51 +510,79 @@ pub fn utc_date(t: DateTime) -> Option<Date> {
     Date::from_days_since_epoch(t.0.div_euclid(86_400))
 }
 
-/// Case-insensitive equality of `row` with an already-lowercased operand, without allocating.
-pub fn ci_eq(row: &str, lower: &str) -> bool {
+/// The version of [`fold`], stored by backends that persist folded text (the SQLite expression
+/// indexes on `sg_fold`): bump it whenever `fold` changes, so they rebuild what they built with the
+/// old fold. 1 was per-character lowercase; 2 adds final sigma.
+pub const FOLD_VERSION: u32 = 2;
+
+/// Final sigma `ς` folds to `σ`; every other character is kept.
+fn unsigma(c: char) -> char {
+    if c == 'ς' { 'σ' } else { c }
+}
+
+/// The fold of one character: its Unicode lowercase (`char::to_lowercase`; one character except
+/// `İ`, which gives `i` + U+0307), with final sigma as `σ`.
+fn fold_char(c: char) -> std::iter::Map<std::char::ToLowercase, fn(char) -> char> {
+    c.to_lowercase().map(unsigma as fn(char) -> char)
+}
+
+/// The case fold every case-insensitive relation compares by (the "text case" rule of the semantics
+/// table): per-character Unicode lowercase, then final sigma `ς` as `σ`, so `Σ`, `σ` and `ς` are
+/// one letter. No locale rules and no full case folding: `ß` stays `ß` (not `ss`), `İ` becomes
+/// `i̇` (`i` + U+0307). Operands are folded once by `validate`; rows are folded on the fly by the
+/// `ci_*` helpers, which must agree with this function character for character.
+pub fn fold(s: &str) -> String {
+    if s.is_ascii() {
+        return s.to_ascii_lowercase();
+    }
+    s.chars().flat_map(fold_char).collect()
+}
+
+/// Case-insensitive equality of `row` with an already-folded operand ([`fold`]), without allocating.
+pub fn ci_eq(row: &str, folded: &str) -> bool {
     if row.is_ascii() {
-        return row.len() == lower.len()
+        return row.len() == folded.len()
             && row
                 .bytes()
-                .zip(lower.bytes())
+                .zip(folded.bytes())
                 .all(|(a, b)| a.to_ascii_lowercase() == b);
     }
-    row.chars().flat_map(char::to_lowercase).eq(lower.chars())
+    row.chars().flat_map(fold_char).eq(folded.chars())
 }
 
-/// Case-insensitive prefix test against an already-lowercased operand.
-pub fn ci_starts_with(row: &str, lower: &str) -> bool {
-    if row.is_ascii() && lower.is_ascii() {
-        return row.len() >= lower.len()
-            && row.as_bytes()[..lower.len()].eq_ignore_ascii_case(lower.as_bytes());
+/// Case-insensitive prefix test against an already-folded operand.
+pub fn ci_starts_with(row: &str, folded: &str) -> bool {
+    if row.is_ascii() && folded.is_ascii() {
+        return row.len() >= folded.len()
+            && row.as_bytes()[..folded.len()].eq_ignore_ascii_case(folded.as_bytes());
     }
-    let mut it = row.chars().flat_map(char::to_lowercase);
-    lower.chars().all(|c| it.next() == Some(c))
+    let mut it = row.chars().flat_map(fold_char);
+    folded.chars().all(|c| it.next() == Some(c))
 }
 
-/// Case-insensitive suffix test against an already-lowercased operand.
-pub fn ci_ends_with(row: &str, lower: &str) -> bool {
-    if row.is_ascii() && lower.is_ascii() {
-        return row.len() >= lower.len()
-            && row.as_bytes()[row.len() - lower.len()..].eq_ignore_ascii_case(lower.as_bytes());
+/// Case-insensitive suffix test against an already-folded operand.
+pub fn ci_ends_with(row: &str, folded: &str) -> bool {
+    if row.is_ascii() && folded.is_ascii() {
+        return row.len() >= folded.len()
+            && row.as_bytes()[row.len() - folded.len()..].eq_ignore_ascii_case(folded.as_bytes());
     }
-    let mut it = row.chars().rev().flat_map(|c| c.to_lowercase().rev());
-    lower.chars().rev().all(|c| it.next() == Some(c))
+    let mut it = row.chars().rev().flat_map(|c| fold_char(c).rev());
+    folded.chars().rev().all(|c| it.next() == Some(c))
 }
 
-/// Case-insensitive substring test against an already-lowercased operand (`""` is in every string).
-pub fn ci_contains(row: &str, lower: &str) -> bool {
-    if lower.is_empty() {
+/// Case-insensitive substring test against an already-folded operand (`""` is in every string).
+pub fn ci_contains(row: &str, folded: &str) -> bool {
+    if folded.is_empty() {
         return true;
     }
-    if row.is_ascii() && lower.is_ascii() {
+    if row.is_ascii() && folded.is_ascii() {
         return row
             .as_bytes()
-            .windows(lower.len())
-            .any(|w| w.eq_ignore_ascii_case(lower.as_bytes()));
+            .windows(folded.len())
+            .any(|w| w.eq_ignore_ascii_case(folded.as_bytes()));
     }
     row.char_indices()
-        .any(|(i, _)| ci_starts_with(&row[i..], lower))
+        .any(|(i, _)| ci_starts_with(&row[i..], folded))
 }
 
 /// uuid equality ignoring case, hyphens and braces.

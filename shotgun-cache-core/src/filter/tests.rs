@@ -943,7 +943,7 @@ fn case_insensitive_helpers() {
     assert!(ci_eq("Hello", "hello"));
     assert!(!ci_eq("Hello", "hell"));
     assert!(ci_eq("ÄRGER", "ärger"));
-    assert!(ci_eq("Straße", &"STRAßE".to_lowercase()));
+    assert!(ci_eq("Straße", &super::eval::fold("STRAßE")));
     assert!(ci_starts_with("Über", "üb"));
     assert!(!ci_starts_with("Ü", "üb"));
     assert!(ci_ends_with("im Büro", "büro"));
@@ -963,6 +963,183 @@ fn case_insensitive_helpers() {
         Some("0f8fad5b-d9cb-469f-a165-70867728950e")
     );
     assert_eq!(super::validate::normalize_uuid("0f8fad5b"), None);
+}
+
+/// The case fold (`eval::fold`, the "text case" row of the semantics table), one line per case:
+/// `(stored Shot.code, relation, operand, matches)`. Greek sigma: `Σ`, `σ` and final `ς` are one
+/// letter in every position and relation. No full case folding (`ß` ≠ `ss`) and no locale rules
+/// (`İ` folds to `i` + U+0307, dotless `ı` is its own letter).
+const FOLD_CASES: &[(&str, &str, &str, bool)] = &[
+    ("ΑΣ", "is", "ΑΣ", true),
+    ("ΑΣ", "is", "ας", true),
+    ("ΑΣ", "is", "ασ", true),
+    ("ας", "is", "ΑΣ", true),
+    ("ασ", "is", "ας", true),
+    ("ας", "is", "ασ", true),
+    ("Σ", "is", "ς", true),
+    ("ς", "is", "Σ", true),
+    ("ΟΔΥΣΣΕΑΣ", "is", "Οδυσσεας", true),
+    ("Οδυσσεας", "is", "ΟΔΥΣΣΕΑΣ", true),
+    ("ΑΣ", "is", "α", false),
+    ("ΑΣ", "is_not", "ας", false),
+    ("ΑΣ", "is_not", "αβ", true),
+    ("ΑΣ", "in", "[\"x\", \"ας\"]", true),
+    ("ΑΣ", "not_in", "[\"ας\"]", false),
+    ("ΣΑΣ", "contains", "ας", true),
+    ("σας", "contains", "ΣΑ", true),
+    ("ΑΣ ΒΗΤΑ", "contains", "ς β", true),
+    ("ΑΣ", "not_contains", "ς", false),
+    ("ΣΑΣ", "starts_with", "ς", true),
+    ("ΣΑΣ", "starts_with", "σα", true),
+    ("ΣΑΣ", "ends_with", "ας", true),
+    ("ΣΑΣ", "ends_with", "ΑΣ", true),
+    ("ΣΑΣ", "ends_with", "αα", false),
+    // German sharp s: lowercase, not case folding.
+    ("Straße", "is", "STRASSE", false),
+    ("Straße", "is", "straße", true),
+    ("Straße", "is", "STRAẞE", true),
+    ("STRAẞE", "is", "straße", true),
+    ("ss", "is", "ß", false),
+    ("Straße", "contains", "ss", false),
+    ("Straße", "ends_with", "SSE", false),
+    // Turkish dotted and dotless i: Unicode lowercase, no locale.
+    ("İstanbul", "is", "İSTANBUL", true),
+    ("İstanbul", "is", "i\u{307}stanbul", true),
+    ("İstanbul", "is", "istanbul", false),
+    ("İstanbul", "starts_with", "i", true),
+    ("İstanbul", "starts_with", "i\u{307}s", true),
+    ("İstanbul", "ends_with", "\u{307}STANBUL", true),
+    ("ISTANBUL", "is", "ıstanbul", false),
+    ("ı", "is", "I", false),
+    ("I", "is", "i", true),
+    // Other scripts and signs with a lowercase.
+    ("ÄRGER", "is", "ärger", true),
+    ("Ωmega", "is", "ωMEGA", true),
+    ("\u{212A}elvin", "is", "kelvin", true),
+    ("ǅemal", "is", "ǆEMAL", true),
+    ("ЖУК", "contains", "жу", true),
+];
+
+#[test]
+fn case_folding_table() {
+    let src = MemorySource::new();
+    let mut failures = Vec::new();
+    for (stored, op, operand, want) in FOLD_CASES {
+        let value: Json = if operand.starts_with('[') {
+            serde_json::from_str(operand).expect("list operand is JSON")
+        } else {
+            json!(operand)
+        };
+        let filter = json!([["code", op, value]]);
+        let f = parse_validate("Shot", &filter).expect("fold cases are valid filters");
+        let e = ent("Shot", 1, json!({"code": stored}));
+        let got = matches(&f, &e, &src, now());
+        if got != *want {
+            failures.push(format!(
+                "{stored:?} {op} {value}: expected {want}, got {got}"
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "fold cases failed:\n{}",
+        failures.join("\n")
+    );
+}
+
+/// Names (of links and tags) fold like text.
+#[test]
+fn case_folding_applies_to_names_and_tags() {
+    let src = MemorySource::new();
+    let shot = ent(
+        "Shot",
+        1,
+        json!({"tag_list": ["ΝΥΧΤΑΣ"], "sg_sequence": link("Sequence", 10, "ΟΔΥΣΣΕΑΣ"),
+               "sg_addr": [link("HumanUser", 7, "Κωστας")]}),
+    );
+    for (filter, want) in [
+        (json!([["tag_list", "is", "νυχτας"]]), true),
+        (json!([["tag_list", "name_contains", "τασ"]]), true),
+        (json!([["tag_list", "name_not_contains", "ς"]]), false),
+        (json!([["sg_sequence", "name_is", "οδυσσεας"]]), true),
+        (json!([["sg_sequence", "name_ends_with", "ΕΑς"]]), true),
+        (json!([["sg_addr", "name_ends_with", "ΤΑΣ"]]), true),
+        (json!([["sg_addr", "name_starts_with", "κΩΣ"]]), true),
+    ] {
+        let f = parse_validate("Shot", &filter).expect("valid");
+        assert_eq!(matches(&f, &shot, &src, now()), want, "{filter}");
+    }
+}
+
+/// The `ci_*` helpers agree with `fold` on every pair of a word list (the SQLite functions call the
+/// helpers and the expression indexes call `fold`, so they must never disagree).
+#[test]
+fn ci_helpers_agree_with_fold() {
+    use super::eval::{ci_contains, ci_ends_with, ci_eq, ci_starts_with, fold};
+    assert_eq!(fold("ΑΣ"), "ασ");
+    assert_eq!(fold("ας"), "ασ");
+    assert_eq!(fold("ΟΔΥΣΣΕΑΣ"), fold("οδυσσεας"));
+    assert_eq!(fold("İ"), "i\u{307}");
+    assert_eq!(fold("ẞ"), "ß");
+    assert_eq!(fold("MiXeD ascii"), "mixed ascii");
+    let words = [
+        "",
+        "a",
+        "A",
+        "ab",
+        "ΑΣ",
+        "ας",
+        "ασ",
+        "Σ",
+        "ς",
+        "σ",
+        "ΣΑΣ",
+        "σας",
+        "ΑΣ Β",
+        "ς β",
+        "Straße",
+        "STRASSE",
+        "ss",
+        "ß",
+        "ẞ",
+        "İ",
+        "i",
+        "I",
+        "ı",
+        "i\u{307}",
+        "İstanbul",
+        "ISTANBUL",
+        "ÄRGER",
+        "ärger",
+        "\u{212A}",
+        "k",
+        "ǅ",
+        "ǆ",
+        "Ω",
+        "x_y%z",
+    ];
+    for s in words {
+        for t in words {
+            let (fs, ft) = (fold(s), fold(t));
+            assert_eq!(ci_eq(s, &ft), fs == ft, "ci_eq({s:?}, fold({t:?}))");
+            assert_eq!(
+                ci_contains(s, &ft),
+                fs.contains(&ft),
+                "ci_contains({s:?}, fold({t:?}))"
+            );
+            assert_eq!(
+                ci_starts_with(s, &ft),
+                fs.starts_with(&ft),
+                "ci_starts_with({s:?}, fold({t:?}))"
+            );
+            assert_eq!(
+                ci_ends_with(s, &ft),
+                fs.ends_with(&ft),
+                "ci_ends_with({s:?}, fold({t:?}))"
+            );
+        }
+        assert_eq!(fold(&fold(s)), fold(s), "fold is idempotent on {s:?}");
+    }
 }
 
 /// The evaluator's cost per row on a realistic filter. Prints the figure; the bound is loose so the

@@ -2,8 +2,8 @@
 //!
 //! Validation resolves every path (deep links included), checks the relation against the leaf's
 //! data type (protocol §3.1), checks the value shape (§3.2) and converts the values into typed
-//! operands. Case-insensitive operands are lowercased here, once, so the evaluator can compare
-//! without allocating (see [`Operand`]).
+//! operands. Case-insensitive operands are folded here ([`eval::fold`](super::eval::fold)), once, so
+//! the evaluator can compare without allocating (see [`Operand`]).
 //!
 //! Error messages follow Shotgun's wording where it is known (protocol §1.4, §3): they always name
 //! the `Type.field`, the relation and the offending value.
@@ -15,6 +15,7 @@ use crate::model::{DataType, Date, DateTime, EntityRef, SiteSchema, Value};
 use super::ast::{
     Condition, FieldPath, Filter, Hop, Operand, Operator, RawCondition, RawFilter, TimeUnit,
 };
+use super::eval::fold;
 
 /// The deepest nesting of groups a filter may have (the top-level group counts as one).
 pub const MAX_FILTER_DEPTH: usize = 64;
@@ -213,8 +214,8 @@ pub fn valid_relations(data_type: DataType) -> &'static [Operator] {
     }
 }
 
-/// Whether filters on this data type compare text case-insensitively (operands are lowercased at
-/// validation time). `entity_type` is case-sensitive; uuid is normalised instead.
+/// Whether filters on this data type compare text case-insensitively (operands are folded at
+/// validation time, see `eval::fold`). `entity_type` is case-sensitive; uuid is normalised instead.
 pub fn is_case_insensitive_text(data_type: DataType) -> bool {
     matches!(
         data_type,
@@ -541,7 +542,7 @@ impl Ctx<'_> {
                     return Ok(Operand::One(Value::Entity(self.link(v)?)));
                 }
                 match v {
-                    Json::String(s) => Ok(Operand::One(Value::Text(s.to_lowercase()))),
+                    Json::String(s) => Ok(Operand::One(Value::Text(fold(s)))),
                     _ => Err(self.bad(v, "a string")),
                 }
             }
@@ -627,7 +628,7 @@ impl Ctx<'_> {
             NameIs | NameContains | NameNotContains | NameStartsWith | NameEndsWith => {
                 let v = self.single(values)?;
                 match v {
-                    Json::String(s) => Ok(Operand::Text(s.to_lowercase())),
+                    Json::String(s) => Ok(Operand::Text(fold(s))),
                     _ => Err(self.bad(v, "a string (null is not allowed)")),
                 }
             }
@@ -655,7 +656,7 @@ impl Ctx<'_> {
             D::Text | D::Color | D::Footage | D::SystemTaskType | D::List | D::StatusList => match v {
                 // `is ""` equals `is None`: Shotgun stores "" as null (writes are trimmed).
                 Json::String(s) if s.trim().is_empty() && matches!(self.operator, Operator::Is | Operator::IsNot) => Ok(Value::Null),
-                Json::String(s) => Ok(Value::Text(s.to_lowercase())),
+                Json::String(s) => Ok(Value::Text(fold(s))),
                 _ => Err(self.bad(v, "a string")),
             },
             D::EntityType => match v {
@@ -711,7 +712,7 @@ impl Ctx<'_> {
             }),
             D::Entity | D::MultiEntity | D::Addressing => Ok(Value::Entity(self.link(v)?)),
             D::TagList => match v {
-                Json::String(s) => Ok(Value::Text(s.to_lowercase())),
+                Json::String(s) => Ok(Value::Text(fold(s))),
                 Json::Object(_) => Ok(Value::Entity(self.link(v)?)),
                 _ => Err(self.bad(v, "a tag name or a Tag link")),
             },

@@ -77,6 +77,8 @@ const FIELDS: &[(&str, &str, &str, &[&str])] = &[
     ("Shot", "sg_meta", "jsonb", &[]),
     ("Shot", "image", "image", &[]),
     ("Shot", "created_by", "entity", &["HumanUser", "ApiUser"]),
+    ("Shot", "tag_list", "tag_list", &["Tag"]),
+    ("Shot", "sg_addr", "addressing", &["HumanUser", "Group"]),
     ("Task", "content", "text", &[]),
     ("Task", "entity", "entity", &["Shot", "Asset"]),
     ("Task", "project", "entity", &["Project"]),
@@ -1215,7 +1217,7 @@ pub fn sample_writes(now: DateTime) -> Vec<EntityWrite> {
         41,
         &[("name", text("Bob")), ("login", text("bob"))],
     ));
-    let seq_codes = ["SQ010", "sq020", "Ωmega", "ÄRGER"];
+    let seq_codes = ["SQ010", "sq020", "Ωmega", "ÄRGER", "Οδυσσεας"];
     for (i, code) in seq_codes.iter().enumerate() {
         let i = i as i64;
         up(entity(
@@ -1348,6 +1350,31 @@ pub fn sample_writes(now: DateTime) -> Vec<EntityWrite> {
                 Value::Null
             } else {
                 text(desc)
+            },
+        ));
+        // tag_list: tag names (one Greek, for the sigma fold) and a Tag link; addressing: links to a
+        // live user with a stale stored name, to a user retired by `find_matches_reference`, and
+        // to an uncached Group.
+        fields.push((
+            "tag_list",
+            match i % 5 {
+                0 => Value::Null,
+                1 => Value::Json(json!(["Hero", "night"])),
+                2 => Value::Json(json!([])),
+                3 => Value::Json(json!(["ΑΣ", "νυχτας"])),
+                _ => Value::Json(json!([{"type": "Tag", "id": 7, "name": "Crowd"}, "x"])),
+            },
+        ));
+        fields.push((
+            "sg_addr",
+            match i % 4 {
+                0 => Value::Null,
+                1 => Value::Json(json!([{"type": "HumanUser", "id": 40, "name": "stale"}])),
+                2 => Value::Json(json!([
+                    {"type": "Group", "id": 3, "name": "Lighting"},
+                    {"type": "HumanUser", "id": 41, "name": "Bob"}
+                ])),
+                _ => Value::Json(json!([{"type": "HumanUser", "id": 41, "name": "Bob"}])),
             },
         ));
         if i % 10 == 2 {
@@ -1781,6 +1808,148 @@ fn representative_finds() -> Vec<FindCase> {
             json!([["sequences", "name_is", "ωMEGA"]]),
             vec!["sequences"],
             vec![("sg_asset_type", Asc)],
+            0,
+            None,
+        ),
+        // Final sigma: `Σ`, `σ` and `ς` are one letter (`eval::fold`), also through the index on
+        // `Sequence.code`.
+        (
+            "Sequence",
+            json!([["code", "is", "ΟΔΥΣΣΕΑΣ"]]),
+            vec!["code"],
+            vec![],
+            0,
+            None,
+        ),
+        (
+            "Sequence",
+            json!([["code", "in", ["οδυσσεασ", "sq010"]]]),
+            vec![],
+            vec![("code", Desc)],
+            0,
+            None,
+        ),
+        (
+            "Shot",
+            json!([["description", "is", "ας GREEK"]]),
+            vec!["description"],
+            vec![],
+            0,
+            None,
+        ),
+        (
+            "Shot",
+            json!([["description", "starts_with", "ασ g"]]),
+            vec![],
+            vec![],
+            0,
+            None,
+        ),
+        (
+            "Shot",
+            json!([["description", "not_contains", "ς"]]),
+            vec![],
+            vec![],
+            0,
+            None,
+        ),
+        // tag_list and addressing (JSON arrays of names and links).
+        (
+            "Shot",
+            json!([["tag_list", "is", "NIGHT"]]),
+            vec!["tag_list"],
+            vec![],
+            0,
+            None,
+        ),
+        (
+            "Shot",
+            json!([["tag_list", "is", {"type": "Tag", "id": 7}]]),
+            vec![],
+            vec![],
+            0,
+            None,
+        ),
+        (
+            "Shot",
+            json!([["tag_list", "is_not", null]]),
+            vec![],
+            vec![("code", Asc)],
+            0,
+            Some(6),
+        ),
+        (
+            "Shot",
+            json!([["tag_list", "name_contains", "ΤΑΣ"]]),
+            vec![],
+            vec![],
+            0,
+            None,
+        ),
+        (
+            "Shot",
+            json!([["tag_list", "name_not_contains", "her"]]),
+            vec![],
+            vec![],
+            0,
+            None,
+        ),
+        (
+            "Shot",
+            json!([["sg_addr", "is", {"type": "HumanUser", "id": 40}]]),
+            vec!["sg_addr"],
+            vec![],
+            0,
+            None,
+        ),
+        (
+            "Shot",
+            json!([["sg_addr", "is", null]]),
+            vec![],
+            vec![],
+            0,
+            None,
+        ),
+        (
+            "Shot",
+            json!([["sg_addr", "not_contains", {"type": "Group", "id": 3}]]),
+            vec![],
+            vec![],
+            0,
+            None,
+        ),
+        (
+            "Shot",
+            json!([["sg_addr", "in", [{"type": "HumanUser", "id": 41}, {"type": "Group", "id": 3}]]]),
+            vec![],
+            vec![],
+            0,
+            None,
+        ),
+        (
+            "Shot",
+            json!([["sg_addr", "type_is_not", "Group"]]),
+            vec![],
+            vec![],
+            0,
+            None,
+        ),
+        (
+            "Shot",
+            json!([
+                ["sg_addr", "name_starts_with", "ANN"],
+                ["sg_status_list", "is", "ip"]
+            ]),
+            vec![],
+            vec![],
+            0,
+            None,
+        ),
+        (
+            "Shot",
+            json!([["sg_addr", "name_ends_with", "ting"]]),
+            vec![],
+            vec![],
             0,
             None,
         ),

@@ -16,7 +16,8 @@
 //!   filter leaves): uuid normalisation, JSON-valued fields (jsonb containment, tag_list, addressing,
 //!   url/serializable), `name_*` relations (live names of uncached targets would need Unicode
 //!   lowercase of stored link names inside lists), date fields compared with datetime operands,
-//!   and bounds outside the representable calendar.
+//!   bounds outside the representable calendar, and case-insensitive text operands holding `σ`
+//!   (the reference folds `ς` to `σ`, the `lc` shadows keep it; see `folds_like_shadow`).
 //! - **Sorting** uses the same value expressions: `order_by` with one key per sort (lowercase shadows
 //!   for text, `round(x·1e6)` for floats, live name / type / id for links), then `id` ascending.
 
@@ -177,7 +178,8 @@ fn condition_plan(c: &Condition, layout: &TypeLayout) -> Option<IndexPlan> {
             | (Kind::Date, Value::Date(_))
             | (Kind::DateTime, Value::DateTime(_)) => Some(encode_value(v, kind)),
             (Kind::Bool, Value::Bool(true)) => Some(json!(true)),
-            (Kind::Text, Value::Text(s)) if !s.is_empty() => {
+            // See `folds_like_shadow`: an operand with `σ` cannot be looked up in the shadow index.
+            (Kind::Text, Value::Text(s)) if !s.is_empty() && (!ci || folds_like_shadow(s)) => {
                 Some(json!(if ci { s.to_lowercase() } else { s.clone() }))
             }
             (Kind::Link | Kind::Links, Value::Entity(r)) => Some(json!([r.entity_type, r.id])),
@@ -245,6 +247,15 @@ pub(crate) struct Compiler<'a> {
 
 /// A predicate and whether it is exactly the reference semantics (else a superset).
 type Pred = (Term, bool);
+
+/// Whether a folded text operand (`eval::fold`) compares against the `lc` shadows
+/// (`str::to_lowercase`) exactly as against the fold. The two differ only in sigma: the fold writes
+/// every `σ`/`ς` as `σ`, a shadow keeps a stored `ς` or `σ` and lowercases `Σ` by position. An
+/// operand without `σ` (a fold never holds `ς`) therefore matches a shadow exactly where it matches
+/// the fold; one with `σ` is decided in Rust (and gets no index lookup).
+fn folds_like_shadow(folded: &str) -> bool {
+    !folded.contains('σ')
+}
 
 /// A condition ReQL cannot express exactly: `true` here, decided in Rust.
 fn inexact() -> Pred {
@@ -451,7 +462,10 @@ impl Compiler<'_> {
                 ]))
             }
             (Contains | StartsWith | EndsWith, Operand::One(Value::Text(x)) | Operand::Text(x))
-                if k == Kind::Text && t != DataType::Uuid && t != DataType::EntityType =>
+                if k == Kind::Text
+                    && t != DataType::Uuid
+                    && t != DataType::EntityType
+                    && folds_like_shadow(x) =>
             {
                 let x = regex_escape(&x.to_lowercase());
                 let re = match op_ {
@@ -521,6 +535,9 @@ impl Compiler<'_> {
             (Kind::Text, Value::Text(s)) if is_case_insensitive_text(t) => {
                 if s.is_empty() {
                     return Some(json!(false));
+                }
+                if !folds_like_shadow(s) {
+                    return None;
                 }
                 Some(eq(lc, json!(s.to_lowercase())))
             }

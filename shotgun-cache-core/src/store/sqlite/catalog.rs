@@ -7,14 +7,20 @@
 //! table is ever renamed. The catalog generation (`sc_meta.gen`) is bumped by every DDL change, and
 //! every reader compares it inside its read transaction, so readers in other processes pick up new
 //! layouts without restarting.
+//!
+//! Text indexes are expression indexes on `sg_fold(col)`, so they hold the output of the fold of the
+//! build that wrote them. `sc_meta.fold` records that fold's version (`filter::eval::FOLD_VERSION`;
+//! a file without it was written with version 1); [`ensure_fold_version`] runs on open and rebuilds
+//! the `sg_fold` indexes (`REINDEX`) when the file's version differs from this build's.
 
 use std::collections::BTreeMap;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use serde_json::Value as Json;
 
 use super::codec::{self, Shape, ident};
 use super::sql_err;
+use crate::filter::eval::FOLD_VERSION;
 use crate::model::{DataType, FieldSchema, SiteSchema};
 use crate::store::{StoreError, TypeLayout};
 
@@ -210,6 +216,49 @@ pub(crate) const BOOK_COLUMNS: [&str; 7] =
 /// The expression a case-insensitive text column is compared and indexed by.
 pub(crate) fn folded(col: &str) -> String {
     format!("sg_fold({col})")
+}
+
+/// The fold version the file's `sg_fold` indexes were built with (`None`: written before versions
+/// were recorded, i.e. version 1).
+fn stored_fold_version(conn: &Connection) -> Result<Option<String>, StoreError> {
+    conn.query_row("SELECT value FROM sc_meta WHERE key = 'fold'", [], |r| {
+        r.get(0)
+    })
+    .optional()
+    .map_err(sql_err)
+}
+
+/// Brings the `sg_fold` expression indexes in line with this build's fold: when `sc_meta.fold` is not
+/// [`FOLD_VERSION`], every index whose definition calls `sg_fold` is rebuilt and the version is
+/// recorded, in one write transaction (so concurrent openers rebuild once). Returns how many
+/// indexes were rebuilt. `conn` must have the `sg_*` functions registered and no open transaction.
+pub(crate) fn ensure_fold_version(conn: &Connection) -> Result<usize, StoreError> {
+    let want = FOLD_VERSION.to_string();
+    if stored_fold_version(conn)?.as_deref() == Some(want.as_str()) {
+        return Ok(0);
+    }
+    let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate).map_err(sql_err)?;
+    if stored_fold_version(&tx)?.as_deref() == Some(want.as_str()) {
+        return Ok(0);
+    }
+    let names: Vec<String> = tx
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND sql LIKE '%sg_fold(%'")
+        .and_then(|mut st| {
+            st.query_map([], |r| r.get::<_, String>(0))?
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .map_err(sql_err)?;
+    for name in &names {
+        tx.execute_batch(&format!("REINDEX {};", ident(name)))
+            .map_err(sql_err)?;
+    }
+    tx.execute(
+        "INSERT OR REPLACE INTO sc_meta(key, value) VALUES ('fold', ?1)",
+        params![want],
+    )
+    .map_err(sql_err)?;
+    tx.commit().map_err(sql_err)?;
+    Ok(names.len())
 }
 
 /// The index definitions (name, column list) wanted for a layout at a generation.
@@ -474,4 +523,122 @@ pub(crate) fn prepare(
         .map_err(sql_err)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::Connection;
+    use rusqlite::functions::FunctionFlags;
+    use serde_json::json;
+
+    use crate::model::{Entity, Value};
+    use crate::store::conformance::{filter, test_layouts, test_schema};
+    use crate::store::sqlite::{SqliteStore, register_functions};
+    use crate::store::{EntityWrite, Store, WriteBatch};
+
+    fn count(conn: &Connection, sql: &str) -> i64 {
+        conn.query_row(sql, [], |r| r.get(0)).expect("count query")
+    }
+
+    /// A file whose `sg_fold` indexes were built by the version-1 fold (per-character lowercase,
+    /// final sigma kept) is reindexed on open, so index lookups see the current fold.
+    #[tokio::test]
+    async fn stale_fold_indexes_are_rebuilt_on_open() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("fold.db");
+        {
+            let store = SqliteStore::open(&path).expect("open");
+            store
+                .prepare(&test_schema(), &test_layouts())
+                .await
+                .expect("prepare");
+            let mut e = Entity::new("Sequence", 10);
+            e.fields.insert("code".into(), Value::Text("ας".into()));
+            store
+                .commit(WriteBatch {
+                    writes: vec![EntityWrite::Upsert {
+                        entity: e,
+                        floor: 0,
+                        event_id: 0,
+                    }],
+                    ..WriteBatch::default()
+                })
+                .await
+                .expect("commit");
+        }
+        let index: String = {
+            // Play the old build: rebuild every index with the version-1 fold and forget the version.
+            let conn = Connection::open(&path).expect("open file");
+            conn.create_scalar_function(
+                "sg_fold",
+                1,
+                FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+                |ctx| {
+                    Ok(ctx
+                        .get::<Option<String>>(0)?
+                        .map(|s| s.chars().flat_map(char::to_lowercase).collect::<String>()))
+                },
+            )
+            .expect("old sg_fold");
+            conn.execute_batch("REINDEX; DELETE FROM sc_meta WHERE key = 'fold';")
+                .expect("reindex with the old fold");
+            conn.query_row(
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE 'ix%_Sequence_code'",
+                [],
+                |r| r.get(0),
+            )
+            .expect("the Sequence.code index exists")
+        };
+        let (table, lookup) = {
+            // With the current fold, the stale index misses the row that a scan finds.
+            let conn = Connection::open(&path).expect("open file");
+            register_functions(&conn).expect("functions");
+            let table: String = conn
+                .query_row(
+                    "SELECT tbl_name FROM sqlite_master WHERE name = ?1",
+                    [&index],
+                    |r| r.get(0),
+                )
+                .expect("indexed table");
+            let lookup = format!(
+                "SELECT count(*) FROM \"{table}\" INDEXED BY \"{index}\" WHERE sg_fold(code) = 'ασ'"
+            );
+            assert_eq!(count(&conn, &lookup), 0, "the old index holds the old fold");
+            assert_eq!(
+                count(
+                    &conn,
+                    &format!(
+                        "SELECT count(*) FROM \"{table}\" NOT INDEXED WHERE sg_fold(code) = 'ασ'"
+                    )
+                ),
+                1
+            );
+            (table, lookup)
+        };
+        let store = SqliteStore::open(&path).expect("reopen");
+        let found = store
+            .find(&crate::query::FindQuery {
+                entity_type: "Sequence".into(),
+                filter: filter("Sequence", json!([["code", "is", "ΑΣ"]])),
+                fields: vec![],
+                sorts: vec![],
+                offset: 0,
+                limit: None,
+                retired_only: false,
+            })
+            .await
+            .expect("find");
+        assert_eq!(found.iter().map(|r| r.id).collect::<Vec<_>>(), vec![10]);
+        let conn = Connection::open(&path).expect("open file");
+        register_functions(&conn).expect("functions");
+        assert_eq!(count(&conn, &lookup), 1, "{table}: the index was rebuilt");
+        let version: String = conn
+            .query_row("SELECT value FROM sc_meta WHERE key = 'fold'", [], |r| {
+                r.get(0)
+            })
+            .expect("fold version recorded");
+        assert_eq!(version, super::FOLD_VERSION.to_string());
+        // A second open finds the version current and rebuilds nothing.
+        assert_eq!(super::ensure_fold_version(&conn).expect("check"), 0);
+    }
 }

@@ -145,6 +145,8 @@ pub(crate) fn encode_field(
         (Shape::Float, Value::Int(i)) => vec![SqlValue::Real(*i as f64)],
         (Shape::Date, Value::Date(d)) => vec![SqlValue::Integer(d.days_since_epoch())],
         (Shape::DateTime, Value::DateTime(t)) => vec![SqlValue::Integer(t.0)],
+        // serde_json's compact form: the filter compiler relies on integers being written as their
+        // decimal digits (a cheap pre-test of tag_list/addressing link filters, `compile`).
         (Shape::Image, Value::Json(j)) | (Shape::Json, Value::Json(j)) => {
             vec![SqlValue::Text(j.to_string())]
         }

@@ -12,13 +12,22 @@
 //!   from the link-column indexes and the side-table index `(field, dst_id, dst_type)`.
 //! - Links apply the link rule: a link to a cached, retired target is absent (`dropped`), and names
 //!   are live (`COALESCE(target._dn, stored name)` when the target is cached).
-//! - Text is case-insensitive through the connection functions `sg_fold` (the reference's per-char
-//!   lowercase, also used by the expression indexes) and `sg_contains`/`sg_starts`/`sg_ends`, which
-//!   call the reference's own `ci_*` functions, so non-ASCII text matches exactly as in the reference.
-//!   Floats compare through `sg_r6` (rounded to 6 decimal places, as the reference does).
-//! - tag_list and addressing filters are not compiled (they return `StoreError::Invalid`).
+//! - Text is case-insensitive through the connection functions `sg_fold` (the reference's
+//!   `filter::eval::fold`, also used by the expression indexes) and `sg_contains`/`sg_starts`/`sg_ends`,
+//!   which call the reference's own `ci_*` functions, so non-ASCII text (final sigma included)
+//!   matches exactly as in the reference. Operands arrive folded from `validate` and are bound as
+//!   they are, so `sg_fold(col) = ?` can use the expression index. Floats compare through `sg_r6`
+//!   (rounded to 6 decimal places, as the reference does).
+//! - tag_list and addressing values are JSON arrays in one TEXT column; their relations (`is`, `in`,
+//!   `contains`, `type_is`, `name_*`, `is None`, and the negations) are `EXISTS` over
+//!   `json_each(col)` that read each element like the reference (a string is a tag name, an object a
+//!   link with the link rule and live names). There is no index on them: such a condition is checked
+//!   on the rows the rest of the filter (and its indexes) leaves; a link test (`is`/`in`/`contains`)
+//!   first looks for the id's digits in the column text, and `type_is` for the quoted type name,
+//!   which skips most rows without parsing (the column is serde_json's compact text).
 
 use rusqlite::types::Value as SqlValue;
+use serde_json::Value as Json;
 
 use super::catalog::{Catalog, TypeCat, folded};
 use super::codec::{self, Shape, ident, lit};
@@ -318,7 +327,9 @@ impl<'a> Compiler<'a> {
         let cx = col(a, name);
         let shape = Shape::of(dt);
         match (shape, dt) {
-            (_, DataType::TagList | DataType::Addressing) => Err(unsupported()),
+            (_, DataType::TagList | DataType::Addressing) => self
+                .json_links_leaf(op, &c.operand, &cx)
+                .ok_or_else(unsupported),
             (Shape::Text, DataType::EntityType) => match (op, &c.operand) {
                 (Is, Operand::One(Value::Null)) => Ok(format!("({cx} IS NULL OR {cx} = '')")),
                 (Is, Operand::One(Value::Text(x))) => Ok(format!("{cx} = {}", self.text(x))),
@@ -694,6 +705,115 @@ impl<'a> Compiler<'a> {
                 let name = self.live_name(valid, &ty, &id, &stored);
                 let test = self.name_test(op, x, &name)?;
                 format!("EXISTS (SELECT 1 FROM {m} {mm} WHERE {live_el} AND {test})")
+            }
+            _ => return None,
+        })
+    }
+
+    /// tag_list and addressing: the JSON array in the column `cx`, read element by element
+    /// (`json_each`) exactly as the reference's `any_link` reads it: a string element is a tag
+    /// (type `Tag`, no id, the string as its name); an object element is a link (its `type` when a
+    /// string, else `""`; its `id` when an integer; its stored `name` when a string) under the link
+    /// rule (dropped when the target is cached and retired, live name when it is cached); any other
+    /// element, and a value that is not an array, has no links. Any cached type may be a target
+    /// (the reference does not restrict JSON links to `valid_types`).
+    fn json_links_leaf(&mut self, op: Operator, operand: &Operand, cx: &str) -> Option<String> {
+        use Operator::*;
+        let j = self.alias();
+        // `json_each` fails on malformed JSON, and a non-array value has no elements: feed it only
+        // valid arrays (CASE evaluates lazily, so `json_type` never sees invalid JSON).
+        let array = format!(
+            "(CASE WHEN json_valid({cx}) THEN (CASE WHEN json_type({cx}) = 'array' THEN {cx} END) END)"
+        );
+        // One row per element that can be a link, with its type, id and stored name computed once
+        // (`LIMIT -1` keeps SQLite from flattening the subquery, which would recompute them in
+        // every test that reads them).
+        let e = self.alias();
+        let elements = format!(
+            "(SELECT (CASE WHEN {j}.type = 'text' THEN 'Tag' WHEN json_type({j}.value, '$.type') = 'text' \
+             THEN json_extract({j}.value, '$.type') ELSE '' END) AS t, \
+             (CASE WHEN {j}.type = 'object' THEN (CASE WHEN json_type({j}.value, '$.id') = 'integer' \
+             THEN json_extract({j}.value, '$.id') END) END) AS i, \
+             (CASE WHEN {j}.type = 'text' THEN {j}.value WHEN json_type({j}.value, '$.name') = 'text' \
+             THEN json_extract({j}.value, '$.name') END) AS n, {j}.type AS k \
+             FROM json_each({array}) {j} WHERE {j}.type IN ('text', 'object') LIMIT -1) {e}"
+        );
+        let (ty, id, stored) = (format!("{e}.t"), format!("{e}.i"), format!("{e}.n"));
+        // Tags (string elements) have no id, so they are never dropped and read their own name.
+        let dropped = format!(
+            "(CASE WHEN {e}.k = 'object' THEN {} ELSE 0 END)",
+            self.dropped(&[], &ty, &id)
+        );
+        let live = format!(
+            "(CASE WHEN {e}.k = 'text' THEN {stored} ELSE {} END)",
+            self.live_name(&[], &ty, &id, &stored)
+        );
+        // "Some live element satisfies `test`" (the test first: the link rule costs a lookup per
+        // cached type, so it is only evaluated on elements that pass).
+        let any = |test: &str| -> String {
+            format!("EXISTS (SELECT 1 FROM {elements} WHERE {test} AND NOT {dropped})")
+        };
+        let is_link = |me: &mut Self, r: &EntityRef| -> String {
+            // The target of a fixed link is dropped or not as a whole: test that once, outside.
+            let retired = me.target_retired(r);
+            // A cheap necessary condition first: the column is serde_json's compact text
+            // (`codec::encode_field`), where an integer id is written as its decimal digits.
+            let digits = me.text(&r.id.to_string());
+            let test = format!(
+                "{id} = {} AND {ty} = {}",
+                me.param(SqlValue::Integer(r.id)),
+                me.text(&r.entity_type)
+            );
+            format!(
+                "(instr({cx}, {digits}) > 0 AND {} AND NOT {retired})",
+                any(&test)
+            )
+        };
+        Some(match (op, operand) {
+            (Is, Operand::One(Value::Null)) => format!(
+                "({cx} IS NULL OR (CASE WHEN json_valid({cx}) THEN json_type({cx}) END) = 'null' \
+                 OR ({array} IS NOT NULL AND NOT {}))",
+                any("1")
+            ),
+            (Is | Contains, Operand::One(Value::Entity(r))) => is_link(self, r),
+            (Is, Operand::One(Value::Text(name))) => {
+                let p = self.text(name);
+                any(&format!("sg_eq({live}, {p})"))
+            }
+            (Is | Contains, Operand::One(_)) => "0".into(),
+            (In, Operand::Many(xs)) => {
+                let ps: Vec<String> = xs
+                    .iter()
+                    .map(|x| match x {
+                        Value::Entity(r) => is_link(self, r),
+                        Value::Text(name) => {
+                            let p = self.text(name);
+                            any(&format!("sg_eq({live}, {p})"))
+                        }
+                        _ => "0".into(),
+                    })
+                    .collect();
+                format!("({})", ps.join(" OR "))
+            }
+            (TypeIs, Operand::Text(t)) => {
+                let p = self.text(t);
+                let test = any(&format!("{ty} = {p}"));
+                if t == "Tag" {
+                    // Tag names read as type `Tag` without the word in the text.
+                    test
+                } else {
+                    // As for ids: serde_json writes the type string exactly as this needle.
+                    let needle = self.text(&Json::String(t.clone()).to_string());
+                    format!("(instr({cx}, {needle}) > 0 AND {test})")
+                }
+            }
+            (NameIs, Operand::Text(x)) => {
+                let p = self.text(x);
+                any(&format!("sg_eq({live}, {p})"))
+            }
+            (NameContains | NameStartsWith | NameEndsWith, Operand::Text(x)) => {
+                let test = self.name_test(op, x, &live)?;
+                any(&test)
             }
             _ => return None,
         })

@@ -45,9 +45,9 @@
 //! - `journal_head` is the highest sequence number ever assigned (it does not go back after a trim).
 //! - `find` through the trait uses the current time for relative date operators; [`SqliteStore::find_at`]
 //!   takes it explicitly.
-//! - Filters on fields that are not cached are `StoreError::Invalid`; tag_list and addressing filters
-//!   are not supported by this backend (`Invalid`). jsonb/image `is None` treat JSON objects inside an
-//!   array as present links without checking whether they point at retired cached rows.
+//! - Filters on fields that are not cached are `StoreError::Invalid`. tag_list and addressing filters
+//!   are evaluated in SQL over the JSON array (`json_each`, see `compile`), without an index.
+//!   jsonb/image `is None` match SQL NULL and JSON `null` only (a JSON array is a value).
 
 mod catalog;
 mod codec;
@@ -70,7 +70,7 @@ use self::catalog::Catalog;
 use super::{
     CommitResult, CountQuery, JournalEntry, Store, StoreError, TypeLayout, TypeState, WriteBatch,
 };
-use crate::filter::eval::{ci_contains, ci_ends_with, ci_starts_with, json_contains};
+use crate::filter::eval::{ci_contains, ci_ends_with, ci_eq, ci_starts_with, fold, json_contains};
 use crate::model::{DateTime, Entity, SiteSchema};
 use crate::query::{FindQuery, Record};
 
@@ -105,29 +105,24 @@ fn text_arg<'a>(ctx: &'a rusqlite::functions::Context<'_>, i: usize) -> Option<&
 
 /// Registers the deterministic functions the schema (expression indexes) and compiled filters use.
 ///
-/// - `sg_fold(s)`: the reference's case folding for matching (per-char Unicode lowercase).
+/// - `sg_fold(s)`: the reference's case folding for matching (`filter::eval::fold`; the expression
+///   indexes are built on it, so a change of the fold bumps `eval::FOLD_VERSION`, see `catalog`).
 /// - `sg_lower(s)`: the reference's sort key for text (`str::to_lowercase`).
-/// - `sg_contains/sg_starts/sg_ends(s, lower)`: the reference's `ci_*` tests.
+/// - `sg_eq/sg_contains/sg_starts/sg_ends(s, folded)`: the reference's `ci_*` tests (`sg_eq` is
+///   `sg_fold(s) = folded` without allocating, for where no index applies).
 /// - `sg_uuid_eq(s, canonical)`, `sg_r6(x)` (float rounded to 6 places, scaled by 1e6),
 ///   `sg_json_null(j)`, `sg_json_eq(j, k)`, `sg_json_contains(j, k)`.
 pub fn register_functions(conn: &Connection) -> rusqlite::Result<()> {
     let flags = FunctionFlags::SQLITE_UTF8
         | FunctionFlags::SQLITE_DETERMINISTIC
         | FunctionFlags::SQLITE_INNOCUOUS;
-    conn.create_scalar_function("sg_fold", 1, flags, |ctx| {
-        Ok(text_arg(ctx, 0).map(|s| {
-            if s.is_ascii() {
-                s.to_ascii_lowercase()
-            } else {
-                s.chars().flat_map(char::to_lowercase).collect::<String>()
-            }
-        }))
-    })?;
+    conn.create_scalar_function("sg_fold", 1, flags, |ctx| Ok(text_arg(ctx, 0).map(fold)))?;
     conn.create_scalar_function("sg_lower", 1, flags, |ctx| {
         Ok(text_arg(ctx, 0).map(str::to_lowercase))
     })?;
     type Test = fn(&str, &str) -> bool;
     for (name, f) in [
+        ("sg_eq", ci_eq as Test),
         ("sg_contains", ci_contains as Test),
         ("sg_starts", ci_starts_with),
         ("sg_ends", ci_ends_with),
@@ -161,12 +156,10 @@ pub fn register_functions(conn: &Connection) -> rusqlite::Result<()> {
     let parse = |ctx: &rusqlite::functions::Context<'_>, i: usize| -> Option<Json> {
         text_arg(ctx, i).and_then(|s| serde_json::from_str(s).ok())
     };
+    // The reference's `is None` on jsonb and image values: only JSON null (an array, even an empty
+    // one, is a value).
     conn.create_scalar_function("sg_json_null", 1, flags, move |ctx| {
-        Ok(parse(ctx, 0).map(|j| match j {
-            Json::Null => true,
-            Json::Array(a) => !a.iter().any(|x| x.is_string() || x.is_object()),
-            _ => false,
-        }))
+        Ok(parse(ctx, 0).map(|j| j.is_null()))
     })?;
     conn.create_scalar_function("sg_json_eq", 2, flags, move |ctx| {
         Ok(match (parse(ctx, 0), parse(ctx, 1)) {
@@ -350,6 +343,7 @@ impl SqliteStore {
             conn.execute_batch(&format!("BEGIN IMMEDIATE; {} COMMIT;", catalog::BOOTSTRAP))
                 .map_err(sql_err)?;
         }
+        catalog::ensure_fold_version(&conn)?;
         let cat = Catalog::load(&conn)?;
         Ok(SqliteStore {
             inner: Arc::new(Inner {
