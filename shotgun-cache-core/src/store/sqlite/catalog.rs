@@ -304,6 +304,13 @@ fn index_defs(layout: &TypeLayout, generation: i64) -> Vec<(String, String)> {
             ));
         }
     }
+    // A composite index led by the project link also serves `project` filters alone, so the plain
+    // project index would only cost every write one more index insert.
+    let composite = format!("ixp{generation}_{t}_");
+    if out.iter().any(|(n, _)| n.contains(&composite)) {
+        let plain = ident(&format!("ix{generation}_{t}_project"));
+        out.retain(|(n, _)| *n != plain);
+    }
     out
 }
 
