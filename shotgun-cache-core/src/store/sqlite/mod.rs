@@ -26,7 +26,11 @@
 //! a connection from a small pool and run inside one read transaction (one WAL snapshot), so a find
 //! and the follow-up loads of its page see the same data. Every connection uses WAL,
 //! `synchronous=NORMAL` and a busy timeout, and registers the `sg_*` functions the schema and the
-//! compiled filters use (see [`register_functions`]); a file written by this backend therefore
+//! compiled filters use (see [`register_functions`]). Read connections get a small page cache and no
+//! memory map (a query-server replica's memory stays bounded whatever the file's size); the write
+//! connection a large cache, so a batch does not spill to the WAL before it commits. Every connection
+//! sets the planner stability guarantee (a cached statement keeps its plan instead of being
+//! re-prepared when a parameter changes). A file written by this backend therefore
 //! needs these functions to be *written* by another SQLite client (reading works without them as
 //! long as no `sg_` index expression is evaluated).
 //!

@@ -1,9 +1,15 @@
 //! The read path: find, count, single-entity reads, id listings, counts, states and the journal.
 //!
-//! `find` runs in two steps inside one read transaction: the filter, sorts and paging run in SQL and
-//! return the page's ids in order; then only those rows, and the link targets their return fields
-//! need (for live names, retired targets and deep-link values), are loaded by id and projected with
-//! the reference projection (`query::project`), so projection is exactly the reference's.
+//! `find` runs inside one read transaction, in one of two ways:
+//! - When every return field is a field of the row itself (columns, links, multi_entity), one
+//!   statement runs the filter, sorts and paging and selects the page's columns; the multi_entity
+//!   side rows of the page and the link targets' names and retired flags are read by id, and each row
+//!   becomes a record directly ([`find_flat`]). This is the common pipeline query and the fast path.
+//! - Otherwise (a deep-link return field) the statement returns the page's ids in order; then only
+//!   those rows, and the link targets their return fields need (for live names, retired targets and
+//!   deep-link values), are loaded by id and projected with the reference projection
+//!   (`query::project`), so projection is exactly the reference's.
+//! The differential test checks both against the reference evaluator.
 
 use std::collections::{BTreeMap, BTreeSet};
 
