@@ -152,11 +152,16 @@ fn apply(conn: &Connection, tgt: &mut Target<'_>, w: &EntityWrite) -> Result<App
             event_id,
         } => {
             let is_new = existing.is_none();
+            // A new row takes the fields it carries (normalised) and the empty value elsewhere;
+            // only an existing row needs the per-field comparison below.
             let mut row = existing.clone().unwrap_or_else(|| {
                 let mut e = Entity::new(layout.entity_type.clone(), id);
                 for f in &layout.fields {
-                    e.fields
-                        .insert(f.name.clone(), Value::empty_for(f.data_type));
+                    let v = entity.fields.get(&f.name).map_or_else(
+                        || Value::empty_for(f.data_type),
+                        |v| normalize(f.data_type, v.clone()),
+                    );
+                    e.fields.insert(f.name.clone(), v);
                 }
                 StoredRow {
                     entity: e,
@@ -166,7 +171,7 @@ fn apply(conn: &Connection, tgt: &mut Target<'_>, w: &EntityWrite) -> Result<App
             let mut changed = Vec::new();
             let mut multi_changed = Vec::new();
             let mut cols_changed = Vec::new();
-            for f in &layout.fields {
+            for f in layout.fields.iter().filter(|_| !is_new) {
                 let Some(v) = entity.fields.get(&f.name) else {
                     continue;
                 };
