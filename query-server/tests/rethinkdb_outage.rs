@@ -82,6 +82,7 @@ async fn find_unavailable(srv: &Server, within: Duration, what: &str) -> String 
         "{what}: {status:?}"
     );
     assert!(took < within, "{what}: Find took {took:?}");
+    eprintln!("{what}: UNAVAILABLE after {took:?}: {}", status.message());
     status.message().to_owned()
 }
 

@@ -9,7 +9,7 @@
 //! - [`Proxy::cut`]: a crashed server. Every proxied connection is closed, and new ones are closed
 //!   as soon as they are accepted, until [`Proxy::open`].
 
-#![allow(dead_code)]
+#![allow(dead_code, unreachable_pub)]
 
 use std::net::SocketAddr;
 
