@@ -176,6 +176,16 @@ impl Conn {
             .lock()
             .expect("pending map lock is never poisoned")
             .insert(token, tx);
+        // Checked after registering: `close` marks the connection broken before it fails the
+        // registered queries, so a query is either refused here or failed there, never left waiting.
+        if self.is_broken() {
+            self.inner
+                .pending
+                .lock()
+                .expect("pending map lock is never poisoned")
+                .remove(&token);
+            return Err(WireError::Broken("the connection was closed".into()));
+        }
         let cursor = Cursor {
             conn: self.clone(),
             token,
