@@ -24,11 +24,12 @@
 //! ([`RethinkOptions::timeout`], covering the wait for a pooled connection, connecting, and the
 //! exchange); a broken connection is replaced on the next call, so the store recovers by itself when
 //! the server comes back. While the server is unreachable every call fails within its timeout with
-//! `Unavailable`: at once when connections are refused or reset, after the timeout when the server
-//! is stalled (a stopped process, a dead network path: TCP connects but nothing answers). A call
-//! that times out on a connection that heard nothing from the server meanwhile closes that
-//! connection (see `RethinkStore::bounded`); a timeout while the server kept answering is a slow
-//! query (`Timeout`) and leaves the connection alone. `ping` (the services' health probes) is one
+//! `Unavailable`: at once when connections are refused or reset, after the timeout (plus a one-second
+//! ping) when the server is stalled (a stopped process, a dead network path: TCP connects but
+//! nothing answers). A call that times out on a connection that heard nothing from the server
+//! meanwhile, and whose ping then goes unanswered too, closes that connection (see
+//! `RethinkStore::bounded`); a timeout while the server answers is a slow query (`Timeout`) and
+//! leaves the connection alone. `ping` (the services' health probes) is one
 //! such call. `wait_journal` is served by one changefeed per store on its own connection,
 //! reconnecting with backoff, with polling as a safety net.
 //!
@@ -119,6 +120,9 @@ struct Inner {
     /// When the layouts were last read from the database (another process may change them).
     catalog_at: std::sync::Mutex<Option<std::time::Instant>>,
 }
+
+/// How long a silent connection gets to answer a ping after a call timed out on it.
+const LIVENESS_PROBE: Duration = Duration::from_secs(1);
 
 const FIXED_TABLES: [&str; 6] = ["journal", "meta", "state", "type_state", "schema", "copies"];
 
@@ -249,12 +253,13 @@ impl RethinkStore {
         }
     }
 
-    /// Runs one exchange on `c` within the call timeout. A call that times out while the
-    /// connection heard nothing at all from the server (no answer to any query on it) means the
-    /// server is stalled or the network path is dead, not that the query is slow: the connection
-    /// is closed (failing the other queries waiting on it, so they do not each wait out their
-    /// timeout), the next call opens a new one, and the error is `Unavailable`. A timeout while the
-    /// server kept answering is a slow query: `Timeout`.
+    /// Runs one exchange on `c` within the call timeout. When the call times out while the
+    /// connection heard nothing from the server meanwhile, a trivial query on the same connection
+    /// tells a slow query from a dead server: if it is answered within [`LIVENESS_PROBE`], the
+    /// server is alive and the call was slow (`Timeout`, the connection stays); if not, the server
+    /// is stalled or the network path is dead, so the connection is closed (failing the other
+    /// queries waiting on it, so they do not each wait out their timeout), the next call opens a
+    /// new one, and the error is `Unavailable`.
     pub(crate) async fn bounded<R>(
         &self,
         c: &Conn,
@@ -264,8 +269,16 @@ impl RethinkStore {
         match tokio::time::timeout(self.timeout(), call).await {
             Ok(r) => r.map_err(map_wire),
             Err(_) if c.frames_heard() == heard => {
+                let probe = LIVENESS_PROBE.min(self.timeout());
+                let alive = matches!(
+                    tokio::time::timeout(probe, c.run_atom(&json!(1), &json!({}))).await,
+                    Ok(Ok(_))
+                );
+                if alive {
+                    return Err(StoreError::Timeout(self.timeout()));
+                }
                 let msg = format!(
-                    "RethinkDB at {} did not answer within {:?} (the server is stalled or unreachable)",
+                    "RethinkDB at {} did not answer within {:?}, nor a ping within {probe:?} (the server is stalled or unreachable)",
                     self.inner.opts.address,
                     self.timeout()
                 );
