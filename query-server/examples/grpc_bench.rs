@@ -1,25 +1,40 @@
 //! A bounded load client for the query-server: prints latency and throughput figures (not a timed
-//! test; nothing asserts on them).
+//! test; nothing asserts on them), for the SQLite backend and the RethinkDB backend side by side.
 //!
-//! It fills an embedded (SQLite) store with `BENCH_ROWS` shots (default 1,000,000, in 1,000
-//! sequences of 10 projects; reused when the file already holds them), starts the real
-//! `shotgun-cache-query-server` binary on it, and measures over loopback gRPC:
+//! For each backend it fills a store with shots (in `rows / 100` sequences, at most 1,000, of 10
+//! projects), starts the real `shotgun-cache-query-server` binary on it, and measures over loopback
+//! gRPC:
 //! - an indexed `Find` returning 50 rows (`sg_sequence is <Sequence>`), one client: p50/p99;
-//! - the same with 32 concurrent clients for `BENCH_SECS` seconds: Find/s;
 //! - a two-hop deep-link `Find` (`sg_sequence.Sequence.project.Project.name is <name>`): p50/p99;
 //! - the same indexed query run in process directly on the store (the server's overhead);
+//! - the indexed query with 32 concurrent clients for `BENCH_SECS` seconds: Find/s;
 //! - `Watch`: 100 subscribers, delivery latency from journal commit (p50/p99);
-//! - the query-server's peak RSS under that load;
-//! - the same shape of query against the simulated site's REST `_search` (the uncached baseline),
-//!   on a site of `BENCH_SIM_SCALE` entities (default 20,000; 0 skips it).
+//! - the query-server's peak RSS under that load.
+//!
+//! Then one table shows both backends' figures side by side, and finally the same shape of query
+//! against the simulated site's REST `_search` (the uncached baseline), on a site of
+//! `BENCH_SIM_SCALE` entities (default 20,000; 0 skips it).
 //!
 //! ```text
 //! cargo build --release -p shotgun-cache-query-server --bins --examples
-//! BENCH_ROWS=1000000 target/release/examples/grpc_bench
+//! BENCH_ROWS=100000 target/release/examples/grpc_bench
 //! ```
 //!
-//! Environment: `BENCH_ROWS`, `BENCH_DB` (default `.cache/bench/grpc-bench-<rows>.db`),
-//! `BENCH_SECS` (default 10), `BENCH_SIM_SCALE`.
+//! Backends:
+//! - SQLite: `BENCH_ROWS` shots (default 1,000,000) in `BENCH_DB` (default
+//!   `.cache/bench/grpc-bench-<rows>.db`; reused when the file already holds them).
+//! - RethinkDB: on the real server at `SHOTGUN_CACHE_TEST_RETHINKDB=host:port` when set (password
+//!   from `SHOTGUN_CACHE_TEST_RETHINKDB_PASSWORD`; `BENCH_RETHINK_ROWS` shots, default
+//!   `BENCH_ROWS`), otherwise on the reqlite ReQL test server, started for the run with
+//!   `scripts/reqlite/start` (installed into `.cache/reqlite`). reqlite is an in-memory JavaScript
+//!   server, far slower than RethinkDB, so it gets `BENCH_RETHINK_ROWS` shots (default 5,000) and its
+//!   figures say nothing about a real server's; the output says which server ran. A fresh database
+//!   is filled for each run and dropped at the end.
+//! - `BENCH_BACKENDS` (default `sqlite,rethinkdb`) picks the backends.
+//!
+//! Other environment: `BENCH_SECS` (default 10), `BENCH_FINDS` (single-client Finds per
+//! measurement, default 3,000; the deep-link run uses a third; on reqlite `BENCH_RETHINK_FINDS`,
+//! default 300), and `BENCH_SIM_SCALE`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -30,6 +45,7 @@ use serde_json::json;
 use shotgun_cache_core::filter::{LogicalOp, RawCondition, RawFilter, validate};
 use shotgun_cache_core::model::{DateTime, Entity, EntityRef, FieldSchema, SiteSchema, Value};
 use shotgun_cache_core::query::FindQuery;
+use shotgun_cache_core::store::rethinkdb::{RethinkOptions, RethinkStore};
 use shotgun_cache_core::store::sqlite::SqliteStore;
 use shotgun_cache_core::store::{
     EntityWrite, FieldChange, Store, TypeLayout, TypePhase, TypeState, WriteBatch,
@@ -38,9 +54,13 @@ use shotgun_cache_proto::v1 as pb;
 use shotgun_cache_proto::v1::query_service_client::QueryServiceClient;
 use tonic::transport::Channel;
 
-const SEQUENCES: i64 = 1000;
 const PROJECTS: i64 = 10;
 const STATUSES: [&str; 4] = ["ip", "fin", "wtg", "omt"];
+
+/// Sequences for `rows` shots: 100 shots each (so an indexed Find has 50 rows), at most 1,000.
+fn sequences(rows: u64) -> i64 {
+    (rows as i64 / 100).clamp(1, 1000)
+}
 
 fn env_u64(k: &str, d: u64) -> u64 {
     std::env::var(k)
@@ -129,7 +149,8 @@ fn ready(t: &str, n: u64) -> TypeState {
 }
 
 /// Fills the store unless it already holds `rows` shots.
-async fn ensure_data(store: &SqliteStore, rows: u64) -> anyhow::Result<()> {
+async fn ensure_data(store: &dyn Store, rows: u64) -> anyhow::Result<()> {
+    let seqs = sequences(rows);
     if store
         .get_state("bench_rows")
         .await?
@@ -151,7 +172,7 @@ async fn ensure_data(store: &SqliteStore, rows: u64) -> anyhow::Result<()> {
             vec![("name", Value::Text(format!("P{p}")))],
         ));
     }
-    for s in 1..=SEQUENCES {
+    for s in 1..=seqs {
         let p = (s % PROJECTS) + 1;
         writes.push(ent(
             "Sequence",
@@ -170,13 +191,14 @@ async fn ensure_data(store: &SqliteStore, rows: u64) -> anyhow::Result<()> {
             ..Default::default()
         })
         .await?;
-    let chunk = 10_000;
+    // Big batches suit SQLite; reqlite holds a batch in one JSON message, so keep its batches small.
+    let chunk = if rows > 20_000 { 10_000 } else { 1_000 };
     let mut i = 1i64;
     while i <= rows as i64 {
         let end = (i + chunk - 1).min(rows as i64);
         let writes = (i..=end)
             .map(|i| {
-                let s = (i % SEQUENCES) + 1;
+                let s = (i % seqs) + 1;
                 let p = (s % PROJECTS) + 1;
                 ent(
                     "Shot",
@@ -201,7 +223,7 @@ async fn ensure_data(store: &SqliteStore, rows: u64) -> anyhow::Result<()> {
                 ..Default::default()
             })
             .await?;
-        if (end / chunk) % 10 == 0 {
+        if (end / chunk) % 10 == 0 || end == rows as i64 {
             println!(
                 "  loaded {end} shots ({:.0} s)",
                 started.elapsed().as_secs_f64()
@@ -216,14 +238,13 @@ async fn ensure_data(store: &SqliteStore, rows: u64) -> anyhow::Result<()> {
         .commit(WriteBatch {
             type_states: vec![
                 ready("Project", PROJECTS as u64),
-                ready("Sequence", SEQUENCES as u64),
+                ready("Sequence", seqs as u64),
                 ready("Shot", rows),
             ],
             state,
             ..Default::default()
         })
         .await?;
-    store.analyze().await?;
     println!(
         "loaded {rows} shots in {:.1} s",
         started.elapsed().as_secs_f64()
@@ -277,6 +298,42 @@ fn hist() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds")
 }
 
+/// One measured figure, for the side-by-side table.
+#[derive(Clone)]
+enum Cell {
+    Latency { n: u64, p50: f64, p99: f64 },
+    Text(String),
+}
+
+impl Cell {
+    fn of(h: &Histogram<u64>) -> Cell {
+        Cell::Latency {
+            n: h.len(),
+            p50: h.value_at_quantile(0.5) as f64 / 1000.0,
+            p99: h.value_at_quantile(0.99) as f64 / 1000.0,
+        }
+    }
+
+    fn render(&self) -> String {
+        match self {
+            Cell::Latency { n, p50, p99 } => format!("{p50:.3} / {p99:.3} ms (n={n})"),
+            Cell::Text(t) => t.clone(),
+        }
+    }
+}
+
+/// The figures of one backend, in the order they were measured.
+struct Figures {
+    backend: String,
+    rows: Vec<(String, Cell)>,
+}
+
+impl Figures {
+    fn push(&mut self, name: &str, cell: Cell) {
+        self.rows.push((name.to_owned(), cell));
+    }
+}
+
 fn report(name: &str, h: &Histogram<u64>) {
     println!(
         "{name:<58} n={:<6} p50={:>8.3} ms  p90={:>8.3} ms  p99={:>8.3} ms  max={:>8.3} ms",
@@ -295,7 +352,7 @@ async fn latency(
 ) -> anyhow::Result<Histogram<u64>> {
     let mut h = hist();
     for i in 0..(n + n / 10) {
-        let req = mk((i as i64 * 7919) % SEQUENCES + 1);
+        let req = mk(i as i64 * 7919);
         let t = Instant::now();
         let r = c.find(req).await?;
         let us = t.elapsed().as_micros() as u64;
@@ -375,69 +432,284 @@ fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let rows = env_u64("BENCH_ROWS", 1_000_000);
-    let secs = env_u64("BENCH_SECS", 10);
-    let sim_scale = env_u64("BENCH_SIM_SCALE", 20_000);
+/// The `[store]` section, the store handle the bench writes and reads through, and what to clean up.
+struct Target {
+    label: String,
+    rows: u64,
+    store_toml: String,
+    /// Environment for the server process (the RethinkDB password).
+    env: Vec<(String, String)>,
+    store: Arc<dyn Store>,
+    /// The RethinkDB store to drop its database from at the end.
+    rethink: Option<RethinkStore>,
+    /// A reqlite process started for the run.
+    reqlite_pid: Option<u32>,
+}
+
+impl Target {
+    async fn cleanup(&self) {
+        if let Some(r) = &self.rethink
+            && let Err(e) = r.drop_database().await
+        {
+            println!("could not drop the bench database {}: {e}", r.database());
+        }
+        if let Some(pid) = self.reqlite_pid {
+            let _ = std::process::Command::new("kill")
+                .arg(pid.to_string())
+                .status();
+        }
+    }
+}
+
+async fn sqlite_target(rows: u64) -> anyhow::Result<Target> {
     let db = std::env::var("BENCH_DB")
         .map(PathBuf::from)
         .unwrap_or_else(|_| PathBuf::from(format!(".cache/bench/grpc-bench-{rows}.db")));
     if let Some(dir) = db.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    println!(
-        "== query-server gRPC bench: {rows} shots in {} ==",
-        db.display()
-    );
+    println!("\n== SQLite backend: {rows} shots in {} ==", db.display());
     let store = SqliteStore::open(&db)?;
+    let reused = store
+        .get_state("bench_rows")
+        .await?
+        .and_then(|v| v.as_u64())
+        == Some(rows);
     ensure_data(&store, rows).await?;
+    if !reused {
+        store.analyze().await?;
+    }
+    Ok(Target {
+        label: format!("SQLite ({rows} shots)"),
+        rows,
+        store_toml: format!("sqlite_path = {:?}\n", db.display().to_string()),
+        env: Vec::new(),
+        store: Arc::new(store),
+        rethink: None,
+        reqlite_pid: None,
+    })
+}
 
-    // The real binary, as deployed.
+/// The repository root (for `scripts/reqlite/start` and its `.cache/reqlite` install).
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Starts reqlite on a free port at or above 28015 (it listens on 28015 + N).
+fn start_reqlite() -> anyhow::Result<(String, u32)> {
+    let root = repo_root();
+    let port = loop {
+        let p = free_port()?;
+        if p > 28015 {
+            break p;
+        }
+    };
+    let out = std::process::Command::new(root.join("scripts/reqlite/start"))
+        .arg(root.join(".cache/reqlite"))
+        .arg(port.to_string())
+        .stderr(std::process::Stdio::inherit())
+        .output()?;
+    let pid: u32 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .map_err(|_| {
+            anyhow::anyhow!("scripts/reqlite/start did not start reqlite (is node installed?)")
+        })?;
+    Ok((format!("127.0.0.1:{port}"), pid))
+}
+
+async fn rethink_target(default_rows: u64) -> anyhow::Result<Target> {
+    let real = std::env::var("SHOTGUN_CACHE_TEST_RETHINKDB")
+        .ok()
+        .filter(|a| !a.is_empty());
+    let (address, reqlite_pid, server, rows) = match real {
+        Some(a) => {
+            let rows = env_u64("BENCH_RETHINK_ROWS", default_rows);
+            (a, None, "RethinkDB", rows)
+        }
+        None => {
+            let (a, pid) = start_reqlite()?;
+            (
+                a,
+                Some(pid),
+                "reqlite",
+                env_u64("BENCH_RETHINK_ROWS", 5_000),
+            )
+        }
+    };
+    let database = format!("sgc_grpc_bench_{:016x}", rand::random::<u64>());
+    let password = std::env::var("SHOTGUN_CACHE_TEST_RETHINKDB_PASSWORD").unwrap_or_default();
+    if reqlite_pid.is_some() {
+        println!(
+            "\n== RethinkDB backend on reqlite at {address} (pid {}), NOT a real RethinkDB: an in-memory \
+             JavaScript test server, far slower; {rows} shots in database {database} ==",
+            reqlite_pid.unwrap_or(0)
+        );
+    } else {
+        println!(
+            "\n== RethinkDB backend on the real RethinkDB at {address}: {rows} shots in database {database} =="
+        );
+    }
+    let opts = RethinkOptions {
+        address: address.clone(),
+        database: database.clone(),
+        user: "admin".into(),
+        password: password.clone(),
+        pool_size: 4,
+        timeout: Duration::from_secs(60),
+    };
+    let store = match RethinkStore::connect_with(opts).await {
+        Ok(s) => s,
+        Err(e) => {
+            if let Some(pid) = reqlite_pid {
+                let _ = std::process::Command::new("kill")
+                    .arg(pid.to_string())
+                    .status();
+            }
+            return Err(e.into());
+        }
+    };
+    let target = Target {
+        label: format!("{server} ({rows} shots)"),
+        rows,
+        store_toml: format!(
+            "backend = \"rethinkdb\"\nrethinkdb_address = \"{address}\"\nrethinkdb_database = \"{database}\"\n"
+        ),
+        env: vec![("SHOTGUN_CACHE_STORE__RETHINKDB_PASSWORD".into(), password)],
+        store: Arc::new(store.clone()),
+        rethink: Some(store),
+        reqlite_pid,
+    };
+    if let Err(e) = ensure_data(target.store.as_ref(), rows).await {
+        target.cleanup().await;
+        return Err(e);
+    }
+    Ok(target)
+}
+
+/// Starts the real query-server binary on the target's store and runs the bench against it.
+async fn run_backend(t: &Target, secs: u64) -> anyhow::Result<Figures> {
     let (grpc, admin, http) = (free_port()?, free_port()?, free_port()?);
-    let cfg = db.with_extension("toml");
+    let dir = PathBuf::from(".cache/bench");
+    std::fs::create_dir_all(&dir)?;
+    let cfg = dir.join(format!("grpc-bench-server-{grpc}.toml"));
     std::fs::write(
         &cfg,
         format!(
-            "[site]\nurl = \"http://127.0.0.1:1\"\nscript_name = \"bench\"\n[store]\nsqlite_path = {:?}\n[query_server]\n\
+            "[site]\nurl = \"http://127.0.0.1:1\"\nscript_name = \"bench\"\n[store]\n{}[query_server]\n\
              grpc_listen = \"127.0.0.1:{grpc}\"\nadmin_listen = \"127.0.0.1:{admin}\"\nhttp_listen = \"127.0.0.1:{http}\"\ndrain_secs = 0\n",
-            db.display().to_string()
+            t.store_toml
         ),
     )?;
-    let mut child = std::process::Command::new(server_binary()?)
-        .arg("--config")
+    let mut cmd = std::process::Command::new(server_binary()?);
+    cmd.arg("--config")
         .arg(&cfg)
         .env("RUST_LOG", "warn")
         .env("SHOTGUN_CACHE_LOG_FORMAT", "json")
-        .stdout(std::process::Stdio::null())
-        .spawn()?;
+        .stdout(std::process::Stdio::null());
+    for (k, v) in &t.env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn()?;
     let pid = child.id();
     let url = format!("http://127.0.0.1:{grpc}");
-    let result = bench(&url, pid, &store, secs, sim_scale).await;
+    let result = bench(&url, pid, t, secs).await;
     let _ = std::process::Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status();
     let _ = child.wait();
+    let _ = std::fs::remove_file(&cfg);
     result
 }
 
-async fn bench(
-    url: &str,
-    pid: u32,
-    store: &SqliteStore,
-    secs: u64,
-    sim_scale: u64,
-) -> anyhow::Result<()> {
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let rows = env_u64("BENCH_ROWS", 1_000_000);
+    let secs = env_u64("BENCH_SECS", 10);
+    let sim_scale = env_u64("BENCH_SIM_SCALE", 20_000);
+    let backends = std::env::var("BENCH_BACKENDS").unwrap_or_else(|_| "sqlite,rethinkdb".into());
+    println!("== query-server gRPC bench ({backends}) ==");
+    let mut all = Vec::new();
+    for b in backends.split(',').map(str::trim).filter(|b| !b.is_empty()) {
+        let target = match b {
+            "sqlite" => sqlite_target(rows).await?,
+            "rethinkdb" => rethink_target(rows).await?,
+            other => anyhow::bail!("BENCH_BACKENDS: unknown backend {other:?} (sqlite, rethinkdb)"),
+        };
+        let figures = run_backend(&target, secs).await;
+        target.cleanup().await;
+        all.push(figures?);
+    }
+    side_by_side(&all);
+    if sim_scale > 0 {
+        simulated_site_baseline(sim_scale).await?;
+    }
+    Ok(())
+}
+
+/// One table: a row per measurement, a column per backend.
+fn side_by_side(all: &[Figures]) {
+    if all.is_empty() {
+        return;
+    }
+    let mut names: Vec<String> = Vec::new();
+    for f in all {
+        for (n, _) in &f.rows {
+            if !names.contains(n) {
+                names.push(n.clone());
+            }
+        }
+    }
+    let width = 34;
+    println!("\n== side by side: query-server over loopback gRPC (latency p50 / p99) ==");
+    let mut header = format!("{:<58}", "measurement");
+    for f in all {
+        header.push_str(&format!(" | {:<width$}", f.backend));
+    }
+    println!("{header}");
+    println!("{}", "-".repeat(header.len()));
+    for n in &names {
+        let mut line = format!("{n:<58}");
+        for f in all {
+            let cell = f
+                .rows
+                .iter()
+                .find(|(m, _)| m == n)
+                .map(|(_, c)| c.render())
+                .unwrap_or_else(|| "-".into());
+            line.push_str(&format!(" | {cell:<width$}"));
+        }
+        println!("{line}");
+    }
+}
+
+async fn bench(url: &str, pid: u32, t: &Target, secs: u64) -> anyhow::Result<Figures> {
+    let store = t.store.as_ref();
+    let seqs = sequences(t.rows);
+    // reqlite answers a Find in tens of milliseconds: fewer runs there (the table shows n).
+    let finds = if t.reqlite_pid.is_some() {
+        env_u64("BENCH_RETHINK_FINDS", 300)
+    } else {
+        env_u64("BENCH_FINDS", 3000)
+    } as usize;
+    let mut fig = Figures {
+        backend: t.label.clone(),
+        rows: Vec::new(),
+    };
     let mut c = connect(url).await?;
     println!(
         "query-server pid {pid}, RSS at start {} kB",
         rss_kb(pid, "VmRSS:").unwrap_or(0)
     );
 
-    let h = latency(&mut c, 3000, indexed_find).await?;
-    report("indexed Find, 50 rows, 1 client (gRPC)", &h);
-    let h = latency(&mut c, 1000, |k| deep_find(k % PROJECTS + 1)).await?;
-    report("two-hop deep-link Find, 50 rows, 1 client (gRPC)", &h);
+    let name = "indexed Find, 50 rows, 1 client (gRPC)";
+    let h = latency(&mut c, finds, |k| indexed_find(k % seqs + 1)).await?;
+    report(name, &h);
+    fig.push(name, Cell::of(&h));
+    let name = "two-hop deep-link Find, 50 rows, 1 client (gRPC)";
+    let h = latency(&mut c, (finds / 3).max(1), |k| deep_find(k % PROJECTS + 1)).await?;
+    report(name, &h);
+    fig.push(name, Cell::of(&h));
 
     // The same indexed query in process, directly on the store.
     let schema = store
@@ -445,8 +717,9 @@ async fn bench(
         .await?
         .ok_or_else(|| anyhow::anyhow!("no schema"))?;
     let mut h = hist();
-    for i in 0..3300i64 {
-        let k = (i * 7919) % SEQUENCES + 1;
+    let warm = finds / 10;
+    for i in 0..(finds + warm) as i64 {
+        let k = (i * 7919) % seqs + 1;
         let raw = RawFilter::Group {
             op: LogicalOp::And,
             children: vec![RawFilter::Condition(RawCondition {
@@ -475,14 +748,13 @@ async fn bench(
             "in-process query returned {} rows",
             rows.len()
         );
-        if i >= 300 {
+        if i >= warm as i64 {
             h.record(us.max(1))?;
         }
     }
-    report(
-        "indexed Find, 50 rows, in process on the store (no gRPC)",
-        &h,
-    );
+    let name = "indexed Find, 50 rows, in process on the store (no gRPC)";
+    report(name, &h);
+    fig.push(name, Cell::of(&h));
 
     // Throughput: 32 concurrent clients, each on its own connection.
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -494,7 +766,7 @@ async fn bench(
             let mut n = 0u64;
             let mut k = w;
             while Instant::now() < deadline {
-                k = (k * 31 + 17) % SEQUENCES + 1;
+                k = (k * 31 + 17) % seqs + 1;
                 c.find(indexed_find(k)).await?;
                 n += 1;
             }
@@ -503,6 +775,7 @@ async fn bench(
     }
     let started = Instant::now();
     let cpu_before = cpu_ticks(pid);
+    let db_cpu_before = t.reqlite_pid.map(cpu_ticks);
     let mut peak_rss = 0;
     let mut peak_anon = 0;
     while Instant::now() < deadline {
@@ -516,12 +789,35 @@ async fn bench(
     }
     let elapsed = started.elapsed().as_secs_f64();
     let cpu_secs = cpu_ticks(pid).saturating_sub(cpu_before) as f64 / 100.0;
+    fig.push(
+        "indexed Find, 32 concurrent clients (gRPC): Find/s",
+        Cell::Text(format!(
+            "{:.0} Find/s ({total} in {elapsed:.1} s)",
+            total as f64 / elapsed
+        )),
+    );
     println!(
         "{:<58} {:.0} Find/s ({total} in {elapsed:.1} s; client and server share the machine's cores)",
         "indexed Find, 32 concurrent clients (gRPC)",
         total as f64 / elapsed
     );
+    if let (Some(pid), Some(before), true) = (t.reqlite_pid, db_cpu_before, total > 0) {
+        let db_secs = cpu_ticks(pid).saturating_sub(before) as f64 / 100.0;
+        fig.push(
+            "  database server CPU per Find (reqlite process)",
+            Cell::Text(format!("{:.0} us", db_secs * 1e6 / total as f64)),
+        );
+        println!(
+            "{:<58} {:.0} us CPU per Find ({db_secs:.1} CPU-s)",
+            "  reqlite CPU",
+            db_secs * 1e6 / total as f64
+        );
+    }
     if total > 0 {
+        fig.push(
+            "  query-server CPU per Find (server process only)",
+            Cell::Text(format!("{:.0} us", cpu_secs * 1e6 / total as f64)),
+        );
         println!(
             "{:<58} {:.0} us CPU per Find (server process only: {cpu_secs:.1} CPU-s), i.e. {:.0} Find/s per core",
             "  query-server CPU",
@@ -533,8 +829,9 @@ async fn bench(
     // Watch: 100 subscribers; latency from the writer's commit to delivery.
     let subscribers = 100;
     let changes = 300u64;
-    let commit_times: Arc<std::sync::Mutex<std::collections::HashMap<u64, Instant>>> =
-        Arc::default();
+    // seq -> (commit call started, commit returned).
+    type Times = std::collections::HashMap<u64, (Instant, Instant)>;
+    let commit_times: Arc<std::sync::Mutex<Times>> = Arc::default();
     let (done_tx, mut done_rx) = tokio::sync::mpsc::channel::<Vec<(u64, Instant)>>(subscribers);
     let mut ready_count = 0;
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(subscribers);
@@ -582,7 +879,8 @@ async fn bench(
     // Event ids above every earlier run's, so each patch passes the per-field version guard.
     let run_base = DateTime::now().0 * 1000;
     for k in 0..changes {
-        let id = (k as i64 * 104_729) % 1000 + 1;
+        let id = (k as i64 * 104_729) % (t.rows as i64).clamp(1, 1000) + 1;
+        let begun = Instant::now();
         let r = store
             .commit(WriteBatch {
                 writes: vec![EntityWrite::Patch {
@@ -603,7 +901,7 @@ async fn bench(
             commit_times
                 .lock()
                 .map_err(|_| anyhow::anyhow!("poisoned"))?
-                .insert(e.seq, at);
+                .insert(e.seq, (begun, at));
         }
         if k % 50 == 0 {
             peak_watch_rss = peak_watch_rss.max(rss_kb(pid, "VmRSS:").unwrap_or(0));
@@ -611,6 +909,7 @@ async fn bench(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let mut h = hist();
+    let mut h_begun = hist();
     let mut complete = 0;
     while let Some(got) = done_rx.recv().await {
         if got.len() as u64 == changes {
@@ -620,8 +919,9 @@ async fn bench(
             .lock()
             .map_err(|_| anyhow::anyhow!("poisoned"))?;
         for (seq, at) in got {
-            if let Some(c) = times.get(&seq) {
+            if let Some((b, c)) = times.get(&seq) {
                 h.record((at.saturating_duration_since(*c).as_micros() as u64).max(1))?;
+                h_begun.record((at.saturating_duration_since(*b).as_micros() as u64).max(1))?;
             }
         }
     }
@@ -631,9 +931,26 @@ async fn bench(
         ),
         &h,
     );
+    fig.push(
+        &format!("Watch delivery from commit, {subscribers} subscribers"),
+        Cell::of(&h),
+    );
+    // RethinkDB writes the journal entry before the data, so a subscriber may get it before the
+    // commit call returns (counted as ~0 above); from the call's start is the fair upper bound.
+    let name = "Watch delivery from the start of the commit call";
+    report(&format!("  {name}"), &h_begun);
+    fig.push(&format!("  {name}"), Cell::of(&h_begun));
+    fig.push(
+        "  subscribers that got every change",
+        Cell::Text(format!("{complete} of {subscribers} ({changes} changes)")),
+    );
+    fig.push(
+        "query-server peak RSS during Find load / Watch",
+        Cell::Text(format!("{peak_rss} kB / {peak_watch_rss} kB")),
+    );
     println!(
         "query-server RSS: peak during Find load {} kB (anonymous {} kB), during Watch {} kB, high-water mark {} kB \
-         (now: anonymous {} kB + file-backed {} kB, the SQLite mmap of the store file)",
+         (now: anonymous {} kB + file-backed {} kB, e.g. the SQLite mmap of the store file)",
         peak_rss,
         peak_anon,
         peak_watch_rss,
@@ -642,10 +959,7 @@ async fn bench(
         rss_kb(pid, "RssFile:").unwrap_or(0),
     );
 
-    if sim_scale > 0 {
-        simulated_site_baseline(sim_scale).await?;
-    }
-    Ok(())
+    Ok(fig)
 }
 
 /// The uncached baseline: the same shape of query (a link filter, 50 rows) against the simulated

@@ -1,4 +1,5 @@
-//! The admin HTTP port: `/healthz` (process up), `/readyz` (initial import done), `/metrics`
+//! The admin HTTP port: `/healthz` (process up), `/readyz` (initial import done and the store
+//! reachable), `/metrics`
 //! (Prometheus text, rendered from this syncer's own figures) and `/webhook` (verifies Shotgun's
 //! `X-SG-SIGNATURE: sha1=<hex>` HMAC in constant time and triggers an immediate poll; the data
 //! still comes from the event log).
@@ -38,13 +39,56 @@ pub fn router(engine: Arc<Engine>) -> Router {
 }
 
 async fn readyz(State(a): State<Admin>) -> impl IntoResponse {
-    if a.engine.status.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ready\n")
+    if let Some(e) = a.engine.status.store_error() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("store unreachable (syncing is paused until it answers): {e}\n"),
+        )
+    } else if a.engine.status.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ready\n".to_owned())
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            "initial import in progress\n",
+            "initial import in progress\n".to_owned(),
         )
+    }
+}
+
+/// Pings the store every `every` (each ping bounded by `every`, at least 2 s) and records whether
+/// it answers: `/readyz` and the `SyncerService` gRPC health say NOT ready / NOT_SERVING while it
+/// does not. The sync loop needs no signal from here: its store calls fail (within the backend's
+/// timeout) and it retries with backoff, resuming from the cursor persisted in the store.
+pub async fn store_probe(
+    engine: Arc<Engine>,
+    health: tonic_health::server::HealthReporter,
+    every: std::time::Duration,
+) {
+    use shotgun_cache_proto::v1::syncer_service_server::SyncerServiceServer;
+    let limit = every.max(std::time::Duration::from_secs(2));
+    loop {
+        let error = match tokio::time::timeout(limit, engine.store.ping()).await {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => Some(format!("the store did not answer a ping within {limit:?}")),
+        };
+        let up = error.is_none();
+        if engine.status.set_store_error(error.clone()) {
+            if up {
+                tracing::info!("store reachable again; syncing resumes");
+                health
+                    .set_serving::<SyncerServiceServer<crate::grpc::GrpcSyncer>>()
+                    .await;
+            } else {
+                tracing::warn!(
+                    error = error.as_deref().unwrap_or(""),
+                    "store unreachable; syncing pauses"
+                );
+                health
+                    .set_not_serving::<SyncerServiceServer<crate::grpc::GrpcSyncer>>()
+                    .await;
+            }
+        }
+        tokio::time::sleep(every).await;
     }
 }
 
@@ -77,6 +121,11 @@ async fn metrics_text(State(a): State<Admin>) -> impl IntoResponse {
             .set(s.reconcile_repairs.load(Ordering::Relaxed) as f64);
         metrics::gauge!("shotgun_cache_syncer_journal_head")
             .set(s.journal_head.load(Ordering::Relaxed) as f64);
+        metrics::gauge!("shotgun_cache_syncer_store_up").set(if s.store_error().is_none() {
+            1.0
+        } else {
+            0.0
+        });
         metrics::gauge!("shotgun_cache_syncer_ready").set(if s.ready.load(Ordering::Relaxed) {
             1.0
         } else {

@@ -197,6 +197,11 @@ pub async fn run_with(
         }),
         shotgun_cache_proto::auth::BearerAuth::new(config.auth.required, &tokens),
     );
+    let probe = tokio::spawn(admin::store_probe(
+        engine.clone(),
+        health_reporter.clone(),
+        Duration::from_secs(1),
+    ));
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listeners.grpc);
     let grpc_stop = stopped();
     let grpc_task = tokio::spawn(async move {
@@ -219,6 +224,7 @@ pub async fn run_with(
         tracing::info!("syncer stopped");
     }
     // Stop the servers whatever ended the sync loop.
+    probe.abort();
     let mut rx = stop_rx.clone();
     if !*rx.borrow_and_update() {
         admin_task.abort();

@@ -53,11 +53,32 @@ pub struct Status {
     /// Site retries are counted by the site client; mirrored here at every poll.
     pub site_retries: AtomicU64,
     pub types: Mutex<BTreeMap<String, Progress>>,
+    /// Why the store is unreachable, as the store probe last saw it (`None` while it answers).
+    store_error: Mutex<Option<String>>,
     /// (instant, events applied) samples over the last minute, for events/s.
     samples: Mutex<VecDeque<(Instant, u64)>>,
 }
 
 impl Status {
+    /// Records the outcome of a store probe; returns whether reachability changed.
+    pub fn set_store_error(&self, error: Option<String>) -> bool {
+        let mut g = self
+            .store_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let changed = g.is_some() != error.is_some();
+        *g = error;
+        changed
+    }
+
+    /// Why the store is unreachable (`None` while the last probe succeeded).
+    pub fn store_error(&self) -> Option<String> {
+        self.store_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
     pub fn set_progress(&self, entity_type: &str, f: impl FnOnce(&mut Progress)) {
         let mut g = self
             .types

@@ -20,10 +20,18 @@
 //!
 //! # Connections
 //! [`wire`] is our own thin ReQL client (why: see its docs). A small pool of connections serves
-//! calls (each connection multiplexes queries by token); every call has a timeout; a broken
-//! connection is replaced on the next call, so the store recovers by itself when the server comes
-//! back. `wait_journal` is served by one changefeed per store on its own connection, reconnecting
-//! with backoff, with polling as a safety net.
+//! calls (each connection multiplexes queries by token); every call has a timeout
+//! ([`RethinkOptions::timeout`], covering the wait for a pooled connection, connecting, and the
+//! exchange); a broken connection is replaced on the next call, so the store recovers by itself when
+//! the server comes back. While the server is unreachable every call fails within its timeout with
+//! `Unavailable`: at once when connections are refused or reset, after the timeout (plus a one-second
+//! ping) when the server is stalled (a stopped process, a dead network path: TCP connects but
+//! nothing answers). A call that times out on a connection that heard nothing from the server
+//! meanwhile, and whose ping then goes unanswered too, closes that connection (see
+//! `RethinkStore::bounded`); a timeout while the server answers is a slow query (`Timeout`) and
+//! leaves the connection alone. `ping` (the services' health probes) is one
+//! such call. `wait_journal` is served by one changefeed per store on its own connection,
+//! reconnecting with backoff, with polling as a safety net.
 //!
 //! # Constructors
 //! - [`RethinkStore::connect`] (the syncer): connects, creates the database and fixed tables if
@@ -112,6 +120,9 @@ struct Inner {
     /// When the layouts were last read from the database (another process may change them).
     catalog_at: std::sync::Mutex<Option<std::time::Instant>>,
 }
+
+/// How long a silent connection gets to answer a ping after a call timed out on it.
+const LIVENESS_PROBE: Duration = Duration::from_secs(1);
 
 const FIXED_TABLES: [&str; 6] = ["journal", "meta", "state", "type_state", "schema", "copies"];
 
@@ -214,47 +225,84 @@ impl RethinkStore {
         self.inner.opts.timeout
     }
 
-    /// A healthy pooled connection (reconnecting the slot if its connection broke).
+    /// A healthy pooled connection (reconnecting the slot if its connection broke). Waiting for the
+    /// slot and connecting share one deadline, the call timeout; missing it is `Unavailable`.
     async fn conn(&self) -> Result<Conn, StoreError> {
         let i = self.inner.next.fetch_add(1, Ordering::Relaxed) % self.inner.pool.len();
-        let mut slot = self.inner.pool[i].lock().await;
-        if let Some(c) = slot.as_ref()
-            && !c.is_broken()
-        {
-            return Ok(c.clone());
-        }
-        *slot = None;
-        let c = match tokio::time::timeout(self.timeout(), Conn::connect(&self.connect_options()))
-            .await
-        {
-            Ok(r) => r.map_err(map_wire)?,
-            Err(_) => {
-                return Err(StoreError::Unavailable(format!(
-                    "connecting to {} timed out",
-                    self.inner.opts.address
-                )));
+        let get = async {
+            let mut slot = self.inner.pool[i].lock().await;
+            if let Some(c) = slot.as_ref()
+                && !c.is_broken()
+            {
+                return Ok(c.clone());
             }
+            *slot = None;
+            let c = Conn::connect(&self.connect_options())
+                .await
+                .map_err(map_wire)?;
+            *slot = Some(c.clone());
+            Ok(c)
         };
-        *slot = Some(c.clone());
-        Ok(c)
+        match tokio::time::timeout(self.timeout(), get).await {
+            Ok(r) => r,
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "RethinkDB at {} did not accept a connection within {:?} (the server is stalled or unreachable)",
+                self.inner.opts.address,
+                self.timeout()
+            ))),
+        }
+    }
+
+    /// Runs one exchange on `c` within the call timeout. When the call times out while the
+    /// connection heard nothing from the server meanwhile, a trivial query on the same connection
+    /// tells a slow query from a dead server: if it is answered within [`LIVENESS_PROBE`], the
+    /// server is alive and the call was slow (`Timeout`, the connection stays); if not, the server
+    /// is stalled or the network path is dead, so the connection is closed (failing the other
+    /// queries waiting on it, so they do not each wait out their timeout), the next call opens a
+    /// new one, and the error is `Unavailable`.
+    pub(crate) async fn bounded<R>(
+        &self,
+        c: &Conn,
+        call: impl std::future::Future<Output = Result<R, WireError>>,
+    ) -> Result<R, StoreError> {
+        let heard = c.frames_heard();
+        match tokio::time::timeout(self.timeout(), call).await {
+            Ok(r) => r.map_err(map_wire),
+            Err(_) if c.frames_heard() == heard => {
+                let probe = LIVENESS_PROBE.min(self.timeout());
+                let alive = matches!(
+                    tokio::time::timeout(probe, c.run_atom(&json!(1), &json!({}))).await,
+                    Ok(Ok(_))
+                );
+                if alive {
+                    return Err(StoreError::Timeout(self.timeout()));
+                }
+                let msg = format!(
+                    "RethinkDB at {} did not answer within {:?}, nor a ping within {probe:?} (the server is stalled or unreachable)",
+                    self.inner.opts.address,
+                    self.timeout()
+                );
+                tracing::warn!(
+                    address = %self.inner.opts.address,
+                    "RethinkDB connection silent past the call timeout; closing it"
+                );
+                c.close(&msg);
+                Err(StoreError::Unavailable(msg))
+            }
+            Err(_) => Err(StoreError::Timeout(self.timeout())),
+        }
     }
 
     /// Runs a query and returns every item (sequences and array atoms flattened).
     pub(crate) async fn list(&self, t: Term) -> Result<Vec<Json>, StoreError> {
         let c = self.conn().await?;
-        match tokio::time::timeout(self.timeout(), c.run_list(&t, &json!({}))).await {
-            Ok(r) => r.map_err(map_wire),
-            Err(_) => Err(StoreError::Timeout(self.timeout())),
-        }
+        self.bounded(&c, c.run_list(&t, &json!({}))).await
     }
 
     /// Runs a query whose result is one value.
     pub(crate) async fn atom(&self, t: Term) -> Result<Json, StoreError> {
         let c = self.conn().await?;
-        match tokio::time::timeout(self.timeout(), c.run_atom(&t, &json!({}))).await {
-            Ok(r) => r.map_err(map_wire),
-            Err(_) => Err(StoreError::Timeout(self.timeout())),
-        }
+        self.bounded(&c, c.run_atom(&t, &json!({}))).await
     }
 
     /// A table of this store's database, by literal name.

@@ -24,13 +24,13 @@ use ql2::term::TermType as T;
 use serde_json::{Value as Json, json};
 use tokio::sync::watch;
 
+use super::RethinkStore;
 use super::compile::{Compiler, filter_paths, id_order, index_plan};
 use super::doc;
 use super::term::{
     Term, and, array, asc, count as count_t, desc, eq, field, func1, limit, lit, op, op_opts, skip,
 };
 use super::wire::Conn;
-use super::{RethinkStore, map_wire};
 use crate::filter::{FieldPath, Filter, matches};
 use crate::model::{DataType, DateTime, Entity, EntityRef, Value};
 use crate::query::{Direction, FindQuery, MemorySource, Record, project};
@@ -179,18 +179,13 @@ pub(super) async fn count(
     let mut paths = Vec::new();
     filter_paths(filter, &mut paths);
     let conn = store.conn().await?;
-    let mut cursor =
-        match tokio::time::timeout(store.timeout(), conn.start(&p.filtered, &json!({}))).await {
-            Ok(r) => r.map_err(map_wire)?,
-            Err(_) => return Err(StoreError::Timeout(store.timeout())),
-        };
+    let mut cursor = store
+        .bounded(&conn, conn.start(&p.filtered, &json!({})))
+        .await?;
     let mut n = 0u64;
     let mut src = MemorySource::new();
     loop {
-        let batch = match tokio::time::timeout(store.timeout(), cursor.next_batch()).await {
-            Ok(r) => r.map_err(map_wire)?,
-            Err(_) => return Err(StoreError::Timeout(store.timeout())),
-        };
+        let batch = store.bounded(&conn, cursor.next_batch()).await?;
         let Some(batch) = batch else { break };
         let rows: Vec<Entity> = batch
             .iter()
@@ -420,6 +415,7 @@ fn start_feed(store: &RethinkStore) {
     let head = store.inner.feed.head.clone();
     let opts = store.connect_options();
     let journal = store.tbl("journal");
+    let timeout = store.timeout();
     tokio::spawn(async move {
         let mut backoff = Duration::from_millis(100);
         loop {
@@ -427,7 +423,15 @@ fn start_feed(store: &RethinkStore) {
                 return;
             }
             let feed = async {
-                let conn = Conn::connect(&opts).await?;
+                // A stalled server accepts TCP connections but never answers the handshake.
+                let conn = match tokio::time::timeout(timeout, Conn::connect(&opts)).await {
+                    Ok(c) => c?,
+                    Err(_) => {
+                        return Err(super::wire::WireError::Broken(format!(
+                            "no handshake answer within {timeout:?}"
+                        )));
+                    }
+                };
                 let mut cursor = conn
                     .start(&op(T::Changes, vec![journal.clone()]), &json!({}))
                     .await?;

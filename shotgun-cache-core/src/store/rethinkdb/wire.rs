@@ -14,6 +14,10 @@
 //! a reader task dispatches responses. A dropped query future removes its token (and stops a partial
 //! sequence), so a timed-out call never corrupts the connection. When the socket fails, every pending
 //! query gets [`WireError::Broken`] and the connection reports itself broken; the pool reconnects.
+//! A connection also counts the frames it has received ([`Conn::frames_heard`]), so a caller whose
+//! query timed out can tell a slow query (the server kept answering others) from a silent server
+//! (a stalled process or a dead network path, which TCP alone may not report for minutes); it then
+//! [`close`](Conn::close)s the connection, failing every query still waiting on it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -90,6 +94,8 @@ struct ConnInner {
     pending: Pending,
     next_token: AtomicU64,
     broken: Arc<AtomicBool>,
+    /// Frames received so far (any token): the liveness signal of the server.
+    heard: Arc<AtomicU64>,
     reader: tokio::task::JoinHandle<()>,
 }
 
@@ -124,13 +130,20 @@ impl Conn {
         handshake(&mut read, &mut write, opts).await?;
         let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
         let broken = Arc::new(AtomicBool::new(false));
-        let reader = tokio::spawn(read_loop(read, pending.clone(), broken.clone()));
+        let heard = Arc::new(AtomicU64::new(0));
+        let reader = tokio::spawn(read_loop(
+            read,
+            pending.clone(),
+            broken.clone(),
+            heard.clone(),
+        ));
         Ok(Conn {
             inner: Arc::new(ConnInner {
                 writer: tokio::sync::Mutex::new(write),
                 pending,
                 next_token: AtomicU64::new(1),
                 broken,
+                heard,
                 reader,
             }),
         })
@@ -139,6 +152,19 @@ impl Conn {
     /// Whether the socket has failed (the pool then replaces this connection).
     pub(crate) fn is_broken(&self) -> bool {
         self.inner.broken.load(Ordering::SeqCst)
+    }
+
+    /// How many response frames this connection has received (for any query).
+    pub(crate) fn frames_heard(&self) -> u64 {
+        self.inner.heard.load(Ordering::SeqCst)
+    }
+
+    /// Gives the connection up: marks it broken, stops its reader and fails every query still
+    /// waiting on it with [`WireError::Broken`]. The socket closes when the last clone is dropped.
+    pub(crate) fn close(&self, reason: &str) {
+        self.inner.broken.store(true, Ordering::SeqCst);
+        self.inner.reader.abort();
+        fail_pending(&self.inner.pending, reason);
     }
 
     /// Starts a query and returns its cursor. `opts` are the global optargs (e.g. `{"db": ...}`).
@@ -150,6 +176,16 @@ impl Conn {
             .lock()
             .expect("pending map lock is never poisoned")
             .insert(token, tx);
+        // Checked after registering: `close` marks the connection broken before it fails the
+        // registered queries, so a query is either refused here or failed there, never left waiting.
+        if self.is_broken() {
+            self.inner
+                .pending
+                .lock()
+                .expect("pending map lock is never poisoned")
+                .remove(&token);
+            return Err(WireError::Broken("the connection was closed".into()));
+        }
         let cursor = Cursor {
             conn: self.clone(),
             token,
@@ -333,6 +369,7 @@ async fn read_loop(
     mut read: BufReader<tokio::net::tcp::OwnedReadHalf>,
     pending: Pending,
     broken: Arc<AtomicBool>,
+    heard: Arc<AtomicU64>,
 ) {
     let reason = loop {
         let mut header = [0u8; 12];
@@ -345,6 +382,7 @@ async fn read_loop(
         if let Err(e) = read.read_exact(&mut body).await {
             break e.to_string();
         }
+        heard.fetch_add(1, Ordering::SeqCst);
         let parsed: Result<Response, WireError> = serde_json::from_slice::<Json>(&body)
             .map_err(|e| WireError::Protocol(format!("response is not JSON: {e}")))
             .and_then(|v| {
@@ -372,9 +410,14 @@ async fn read_loop(
         }
     };
     broken.store(true, Ordering::SeqCst);
+    fail_pending(&pending, &reason);
+}
+
+/// Fails every waiting query with [`WireError::Broken`].
+fn fail_pending(pending: &Pending, reason: &str) {
     let mut map = pending.lock().expect("pending map lock is never poisoned");
     for (_, tx) in map.drain() {
-        let _ = tx.send(Err(WireError::Broken(reason.clone())));
+        let _ = tx.send(Err(WireError::Broken(reason.to_owned())));
     }
 }
 
