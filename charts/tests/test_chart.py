@@ -480,7 +480,8 @@ def test_defaults_use_rethinkdb_and_autoscale():
     docs = render_ci(DEFAULT)
     cfg = config_toml(docs)
     assert cfg["store"] == {"backend": "rethinkdb", "rethinkdb_address": "rethinkdb:28015",
-                            "rethinkdb_database": "shotgun_cache", "rethinkdb_user": "admin"}
+                            "rethinkdb_database": "shotgun_cache", "rethinkdb_user": "admin",
+                            "rethinkdb_timeout_secs": 10}
     assert docs_of(docs, "PersistentVolumeClaim") == []
     assert len(docs_of(docs, "HorizontalPodAutoscaler")) == 1
     for kind in ("ServiceMonitor", "NetworkPolicy", "Ingress"):

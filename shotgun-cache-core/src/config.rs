@@ -49,6 +49,9 @@ pub struct StoreConfig {
     pub rethinkdb_address: String,
     pub rethinkdb_database: String,
     pub rethinkdb_user: String,
+    /// How long one RethinkDB call may take before it fails (a stalled server is then reported
+    /// unavailable).
+    pub rethinkdb_timeout_secs: u64,
     #[serde(skip)]
     pub rethinkdb_password: Secret,
 }
@@ -61,6 +64,7 @@ impl Default for StoreConfig {
             rethinkdb_address: "127.0.0.1:28015".into(),
             rethinkdb_database: "shotgun_cache".into(),
             rethinkdb_user: "admin".into(),
+            rethinkdb_timeout_secs: 10,
             rethinkdb_password: Secret::default(),
         }
     }
@@ -286,6 +290,7 @@ const SECTIONS: &[(&str, &[(&str, Kind)], &[&str])] = &[
             ("rethinkdb_address", Kind::Str),
             ("rethinkdb_database", Kind::Str),
             ("rethinkdb_user", Kind::Str),
+            ("rethinkdb_timeout_secs", Kind::Int),
         ],
         &["rethinkdb_password"],
     ),
@@ -343,6 +348,7 @@ const RANGES: &[(&str, i64, i64)] = &[
     ("syncer.request_timeout_secs", 1, 600),
     ("query_server.max_connection_age_secs", 1, 86_400),
     ("query_server.drain_secs", 0, 600),
+    ("store.rethinkdb_timeout_secs", 1, 600),
 ];
 
 fn env_var_for(section: &str, key: &str) -> String {
@@ -677,7 +683,7 @@ impl Config {
                 reason: "the API script name is required".into(),
             });
         }
-        let ints: [(&str, i64); 9] = [
+        let ints: [(&str, i64); 10] = [
             (
                 "syncer.poll_interval_ms",
                 self.syncer.poll_interval_ms as i64,
@@ -710,6 +716,10 @@ impl Config {
             (
                 "query_server.drain_secs",
                 self.query_server.drain_secs as i64,
+            ),
+            (
+                "store.rethinkdb_timeout_secs",
+                i64::try_from(self.store.rethinkdb_timeout_secs).unwrap_or(i64::MAX),
             ),
         ];
         for (key, value) in ints {
@@ -1164,6 +1174,22 @@ mod tests {
         let e = load(MINIMAL, &[("SHOTGUN_CACHE_SYNCER__PAGE_SIZE", "0")])
             .expect_err("env out of range");
         assert!(e.to_string().contains("`syncer.page_size`"), "{e}");
+        let e = load(
+            MINIMAL,
+            &[("SHOTGUN_CACHE_STORE__RETHINKDB_TIMEOUT_SECS", "0")],
+        )
+        .expect_err("env out of range");
+        assert!(
+            e.to_string().contains("`store.rethinkdb_timeout_secs`")
+                && e.to_string().contains("1..=600"),
+            "{e}"
+        );
+        let c = load(
+            &format!("{MINIMAL}[store]\nrethinkdb_timeout_secs = 3\n"),
+            &[],
+        )
+        .expect("a timeout in range");
+        assert_eq!(c.store.rethinkdb_timeout_secs, 3);
         let e = load(&format!("{MINIMAL}[store]\nbackend = \"mysql\"\n"), &[])
             .expect_err("bad backend");
         assert!(e.to_string().contains("`store.backend`"), "{e}");

@@ -96,7 +96,7 @@ impl RethinkOptions {
             user: config.rethinkdb_user.clone(),
             password: config.rethinkdb_password.expose().to_owned(),
             pool_size: 4,
-            timeout: Duration::from_secs(10),
+            timeout: Duration::from_secs(config.rethinkdb_timeout_secs),
         }
     }
 }
