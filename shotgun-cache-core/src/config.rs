@@ -275,8 +275,15 @@ impl Kind {
     }
 }
 
+/// One section: its name, its plain keys with their kinds, and its secret keys.
+type SectionSpec = (
+    &'static str,
+    &'static [(&'static str, Kind)],
+    &'static [&'static str],
+);
+
 /// Every section with its plain keys and its secrets (key, variable suffix).
-const SECTIONS: &[(&str, &[(&str, Kind)], &[&str])] = &[
+const SECTIONS: &[SectionSpec] = &[
     (
         "site",
         &[("url", Kind::Str), ("script_name", Kind::Str)],
@@ -359,13 +366,7 @@ fn env_var_for(section: &str, key: &str) -> String {
     )
 }
 
-fn section_spec(
-    name: &str,
-) -> Option<&'static (
-    &'static str,
-    &'static [(&'static str, Kind)],
-    &'static [&'static str],
-)> {
+fn section_spec(name: &str) -> Option<&'static SectionSpec> {
     SECTIONS.iter().find(|(s, _, _)| *s == name)
 }
 

@@ -9,6 +9,7 @@
 //!   those rows, and the link targets their return fields need (for live names, retired targets and
 //!   deep-link values), are loaded by id and projected with the reference projection
 //!   (`query::project`), so projection is exactly the reference's.
+//!
 //! The differential test checks both against the reference evaluator.
 
 use std::collections::{BTreeMap, BTreeSet};
