@@ -10,6 +10,11 @@ use clap::Parser;
 use shotgun_cache_core::config::Config;
 use shotgun_cache_query_server::{Listeners, run};
 
+/// mimalloc instead of glibc malloc: the per-request allocations of a find or a commit (records,
+/// SQL text, rows) came to a fifth of the process's CPU time under glibc's arenas and consolidation.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Serves typed gRPC finds, change streams and the shotgun_api3 protocol from the Shotgun Cache store.
 #[derive(Debug, Parser)]
 #[command(name = "shotgun-cache-query-server", version)]

@@ -11,6 +11,11 @@ use shotgun_cache_core::config::Config;
 use shotgun_cache_syncer::init_config::{InitOptions, render};
 use shotgun_cache_syncer::site::{Site, SiteOptions};
 
+/// mimalloc instead of glibc malloc: the per-request allocations of a find or a commit (records,
+/// SQL text, rows) came to a fifth of the process's CPU time under glibc's arenas and consolidation.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "shotgun-cache-syncer",
