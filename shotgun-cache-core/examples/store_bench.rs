@@ -18,6 +18,10 @@ use shotgun_cache_core::store::conformance::{test_layouts, test_schema};
 use shotgun_cache_core::store::sqlite::SqliteStore;
 use shotgun_cache_core::store::{CountQuery, EntityWrite, FieldChange, Store, WriteBatch};
 
+/// The allocator the syncer and query-server binaries use, so the figures are theirs.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const PROJECTS: i64 = 20;
 const SEQUENCES: i64 = 4_000;
 const ASSETS: i64 = 20_000;
