@@ -1197,6 +1197,36 @@ impl Engine {
                 }
             }
         }
+        // A field patch of an entity that is re-read in this batch is left out: the re-read reads
+        // the site after every event of the batch was visible, so its full state already holds
+        // the patch (an `Upsert` replaces every cached value), and it is journaled once, under the
+        // newest event that asked. (This drops the `in_create` changes that follow every `_New`.)
+        // Retirements and revivals stay: their event ids guard the retired flag against late,
+        // older lifecycle events.
+        let mut folded = 0usize;
+        let mut fold = |w: EntityWrite, rereads: &mut BTreeMap<String, BTreeMap<i64, i64>>| {
+            if let EntityWrite::Patch {
+                entity_type,
+                id,
+                event_id,
+                ..
+            } = &w
+                && let Some(e) = rereads.get_mut(entity_type).and_then(|m| m.get_mut(id))
+            {
+                *e = (*e).max(*event_id);
+                folded += 1;
+                return None;
+            }
+            Some(w)
+        };
+        let writes: Vec<EntityWrite> = writes
+            .into_iter()
+            .filter_map(|w| fold(w, &mut rereads))
+            .collect();
+        let after_reread: Vec<EntityWrite> = after_reread
+            .into_iter()
+            .filter_map(|w| fold(w, &mut rereads))
+            .collect();
         // Patches first, in event order; then the re-reads, which read the site after every event
         // of this batch was visible and so carry the newest state.
         let mut all = writes;
@@ -1243,6 +1273,7 @@ impl Engine {
             }
         }
         let n_rereads: usize = rereads.values().map(BTreeMap::len).sum();
+        tracing::trace!(folded, "patches folded into re-reads");
         let mut batch = WriteBatch {
             writes: all,
             staging: mirror,
