@@ -147,6 +147,8 @@ struct Prepared {
     prepare_ms: u64,
     t_ready: Instant,
     now: i64,
+    /// How long the store's commit took (set when it returns).
+    commit_ms: u64,
 }
 
 /// The sync engine. Shared by the follower task, the gRPC service and the admin port.
@@ -943,11 +945,13 @@ impl Engine {
                     cursor = self.cursor.lock().await.clone();
                     self.prepare_events(cursor.clone(), events).await?
                 }
-                Some(p) => {
+                Some(mut p) => {
                     let (committed, next) = tokio::join!(
-                        self.commit_retrying(&p.batch),
+                        self.timed_commit(&p.batch),
                         self.prepare_events(cursor.clone(), events)
                     );
+                    let (committed, ms) = committed;
+                    p.commit_ms = ms;
                     self.finish_prepared(p, committed?).await?;
                     next?
                 }
@@ -1034,9 +1038,22 @@ impl Engine {
         }
     }
 
-    async fn commit_prepared(&self, p: Prepared) -> Result<(), EngineError> {
-        let result = self.commit_retrying(&p.batch).await?;
-        self.finish_prepared(p, result).await
+    async fn commit_prepared(&self, mut p: Prepared) -> Result<(), EngineError> {
+        let (result, ms) = self.timed_commit(&p.batch).await;
+        p.commit_ms = ms;
+        self.finish_prepared(p, result?).await
+    }
+
+    async fn timed_commit(
+        &self,
+        batch: &WriteBatch,
+    ) -> (
+        Result<shotgun_cache_core::store::CommitResult, EngineError>,
+        u64,
+    ) {
+        let t = Instant::now();
+        let r = self.commit_retrying(batch).await;
+        (r, t.elapsed().as_millis() as u64)
     }
 
     /// Turns events into one batch: translation, the re-reads they need (entities the cache does
@@ -1296,6 +1313,7 @@ impl Engine {
             prepare_ms: t_start.elapsed().as_millis() as u64,
             t_ready: Instant::now(),
             now,
+            commit_ms: 0,
         }))
     }
 
@@ -1320,6 +1338,7 @@ impl Engine {
             prepare_ms,
             t_ready,
             now,
+            commit_ms,
         } = p;
         let all = batch.writes;
         tracing::debug!(
@@ -1327,7 +1346,8 @@ impl Engine {
             writes = all.len(),
             rereads = n_rereads,
             prepare_ms,
-            commit_ms = t_ready.elapsed().as_millis() as u64,
+            commit_ms,
+            ready_to_done_ms = t_ready.elapsed().as_millis() as u64,
             "applied a batch"
         );
         self.note_outcomes(&all, &result.outcomes).await;
