@@ -2,12 +2,31 @@
 //! the event follower, re-reads, reconciliation and journal retention.
 //!
 //! # Crash safety
-//! Every poll commits its entity writes, their journal entries and the new cursor in one
-//! [`WriteBatch`]. Entities that must be re-read (a `_New`, an unknown entity) are re-read *before*
-//! the commit, so the batch is complete. Should a commit still report `Missing` (an entity that
-//! vanished between the check and the commit), the follower re-reads it and commits a second batch
-//! with the cursor; the first batch then carries the old cursor, so a crash in between replays the
-//! events, which the per-field version guards turn into no-ops (no journal duplicates).
+//! Every follower batch commits its entity writes, their journal entries and the new cursor in one
+//! [`WriteBatch`]. Entities that must be re-read (a `_New`, an entity the cache does not hold, a
+//! gap filler, the linkers of a revived entity) are re-read *before* the commit and go into the
+//! same batch, so the cursor never moves past an event whose effect is not in the store.
+//!
+//! # The write gate
+//! `Engine::write_gate` serialises every "read, then commit to live" step: the follower holds it
+//! from building a batch (the known-id check) to its commit; reconciliation holds it for one slice
+//! at a time (one page of the `updated_at` scan with its commit, one chunk of id-diff re-reads);
+//! `Refresh`, staging start and promotion take it too. So the known-id bits are exact when a batch
+//! is built (no write finds its row missing; only a writer outside the syncer could cause that,
+//! and such a row is re-read at once and counted in `late_rereads`), and a reconciliation slice
+//! never commits an older site read over a newer event. Reconciliation runs as its own task; the
+//! follower keeps going between its slices.
+//!
+//! # Catch-up
+//! A poll takes up to eight pages. The next page is fetched in the background, and translated (with
+//! its re-reads) while the previous batch commits; commits stay in order. Field patches of an entity
+//! that is re-read in the same batch are folded into the re-read.
+//!
+//! # Resumable first import
+//! A first import splits each type into id ranges and persists the plan (`state["import/<Type>"]`)
+//! and, with every page, the range's last committed id and row count (`state["import/<Type>/<i>"]`),
+//! in the same batch as the page. After a crash or restart it resumes each range after its last
+//! committed id, with the committed rows counted as done.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
