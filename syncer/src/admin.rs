@@ -119,6 +119,12 @@ async fn metrics_text(State(a): State<Admin>) -> impl IntoResponse {
             .set(s.poll_errors.load(Ordering::Relaxed) as f64);
         metrics::gauge!("shotgun_cache_syncer_reconcile_repairs_total")
             .set(s.reconcile_repairs.load(Ordering::Relaxed) as f64);
+        metrics::gauge!("shotgun_cache_syncer_reconcile_rounds_total")
+            .set(s.reconcile_rounds.load(Ordering::Relaxed) as f64);
+        metrics::gauge!("shotgun_cache_syncer_batches_total")
+            .set(s.batches.load(Ordering::Relaxed) as f64);
+        metrics::gauge!("shotgun_cache_syncer_late_rereads_total")
+            .set(s.late_rereads.load(Ordering::Relaxed) as f64);
         metrics::gauge!("shotgun_cache_syncer_journal_head")
             .set(s.journal_head.load(Ordering::Relaxed) as f64);
         metrics::gauge!("shotgun_cache_syncer_store_up").set(if s.store_error().is_none() {
@@ -165,7 +171,7 @@ pub fn verify_signature(secret: &[u8], body: &[u8], header: &str) -> bool {
 }
 
 fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())

@@ -47,7 +47,7 @@ fn gap_expired(g: &Gap, head_created: i64, now_ms: i64, timeout_ms: i64) -> bool
     let waited = now_ms.saturating_sub(g.first_seen_ms) >= timeout_ms;
     let site_moved = head_created > 0
         && g.above_created_at > 0
-        && head_created - g.above_created_at >= timeout_ms / 1000 + 1;
+        && head_created - g.above_created_at > timeout_ms / 1000;
     waited || site_moved
 }
 

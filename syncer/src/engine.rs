@@ -2,12 +2,31 @@
 //! the event follower, re-reads, reconciliation and journal retention.
 //!
 //! # Crash safety
-//! Every poll commits its entity writes, their journal entries and the new cursor in one
-//! [`WriteBatch`]. Entities that must be re-read (a `_New`, an unknown entity) are re-read *before*
-//! the commit, so the batch is complete. Should a commit still report `Missing` (an entity that
-//! vanished between the check and the commit), the follower re-reads it and commits a second batch
-//! with the cursor; the first batch then carries the old cursor, so a crash in between replays the
-//! events, which the per-field version guards turn into no-ops (no journal duplicates).
+//! Every follower batch commits its entity writes, their journal entries and the new cursor in one
+//! [`WriteBatch`]. Entities that must be re-read (a `_New`, an entity the cache does not hold, a
+//! gap filler, the linkers of a revived entity) are re-read *before* the commit and go into the
+//! same batch, so the cursor never moves past an event whose effect is not in the store.
+//!
+//! # The write gate
+//! `Engine::write_gate` serialises every "read, then commit to live" step: the follower holds it
+//! from building a batch (the known-id check) to its commit; reconciliation holds it for one slice
+//! at a time (one page of the `updated_at` scan with its commit, one chunk of id-diff re-reads);
+//! `Refresh`, staging start and promotion take it too. So the known-id bits are exact when a batch
+//! is built (no write finds its row missing; only a writer outside the syncer could cause that,
+//! and such a row is re-read at once and counted in `late_rereads`), and a reconciliation slice
+//! never commits an older site read over a newer event. Reconciliation runs as its own task; the
+//! follower keeps going between its slices.
+//!
+//! # Catch-up
+//! A poll takes up to eight pages. The next page is fetched in the background, and translated (with
+//! its re-reads) while the previous batch commits; commits stay in order. Field patches of an entity
+//! that is re-read in the same batch are folded into the re-read.
+//!
+//! # Resumable first import
+//! A first import splits each type into id ranges and persists the plan (`state["import/<Type>"]`)
+//! and, with every page, the range's last committed id and row count (`state["import/<Type>/<i>"]`),
+//! in the same batch as the page. After a crash or restart it resumes each range after its last
+//! committed id, with the committed rows counted as done.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -83,6 +102,74 @@ impl KnownIds {
     }
 }
 
+/// The persisted plan of a first import (state key `import/<Type>`): the id ranges its fetchers
+/// page through, so that a restart resumes each range after the last id it committed.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ImportPlan {
+    pub config_hash: String,
+    /// Rows expected (live + retired), as counted when the import first started.
+    pub total: u64,
+    pub ranges: Vec<ImportRange>,
+}
+
+/// One id range `(lo, hi]` of live or retired rows.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ImportRange {
+    pub retired: bool,
+    pub lo: i64,
+    pub hi: i64,
+}
+
+/// How far one range got (state key `import/<Type>/<index>`), committed with each of its pages.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RangeProgress {
+    /// The highest id committed.
+    pub after: i64,
+    /// Rows committed.
+    pub rows: u64,
+    /// The range is complete.
+    pub finished: bool,
+}
+
+impl RangeProgress {
+    fn start(lo: i64) -> RangeProgress {
+        RangeProgress {
+            after: lo,
+            rows: 0,
+            finished: false,
+        }
+    }
+}
+
+/// The state key of a type's import plan.
+pub fn import_plan_key(entity_type: &str) -> String {
+    format!("import/{entity_type}")
+}
+
+fn import_range_key(entity_type: &str, index: usize) -> String {
+    format!("import/{entity_type}/{index}")
+}
+
+/// A follower batch built from one page of events, ready to commit.
+struct Prepared {
+    batch: WriteBatch,
+    /// The cursor the batch commits.
+    cursor: Cursor,
+    rereads: BTreeMap<String, BTreeMap<i64, i64>>,
+    plans: Arc<BTreeMap<String, TypePlan>>,
+    floor: i64,
+    applied: u64,
+    newest_created: i64,
+    new_schema: Option<SiteSchema>,
+    n_events: usize,
+    n_rereads: usize,
+    prepare_ms: u64,
+    t_ready: Instant,
+    now: i64,
+    /// How long the store's commit took (set when it returns).
+    commit_ms: u64,
+}
+
 /// The sync engine. Shared by the follower task, the gRPC service and the admin port.
 pub struct Engine {
     pub config: Config,
@@ -104,6 +191,11 @@ pub struct Engine {
     importing: Mutex<BTreeSet<String>>,
     /// Types whose plan changed (schema change) and that the follow loop re-imports.
     pending_reimports: Mutex<Vec<String>>,
+    /// Serialises every "read the store's or the site's state, then commit to live" step (the
+    /// follower's batches, re-reads, reconciliation slices, staging promotion), so the known-id
+    /// bits are exact when a batch is built and a slice of reconciliation never overwrites a
+    /// newer event the follower applied between its site read and its commit.
+    write_gate: Mutex<()>,
 }
 
 fn now_ms() -> i64 {
@@ -142,6 +234,7 @@ impl Engine {
             poll_now: Notify::new(),
             importing: Mutex::new(BTreeSet::new()),
             pending_reimports: Mutex::new(Vec::new()),
+            write_gate: Mutex::new(()),
         }
     }
 
@@ -296,6 +389,7 @@ impl Engine {
         let r = self.import_inner(entity_type, staging).await;
         self.importing.lock().await.remove(entity_type);
         if r.is_err() && staging {
+            let _gate = self.write_gate.lock().await;
             self.staging.write().await.remove(entity_type);
         }
         r
@@ -305,24 +399,45 @@ impl Engine {
         self.importing.lock().await.contains(entity_type)
     }
 
-    async fn import_inner(
-        self: &Arc<Self>,
-        entity_type: &str,
-        staging: bool,
-    ) -> Result<u64, EngineError> {
-        let plan = self
-            .plans
-            .read()
-            .await
-            .get(entity_type)
-            .cloned()
-            .ok_or_else(|| EngineError::Other(format!("{entity_type} is not a cached type")))?;
-        let started_at = now_ms();
-        let phase = if staging {
-            TypePhase::Reimporting
-        } else {
-            TypePhase::Importing
+    /// The interrupted first import of a type that can be resumed: its persisted ranges and the
+    /// progress of each, when the type is still `Importing` with the same config.
+    async fn resumable_import(
+        &self,
+        plan: &TypePlan,
+        old: Option<&TypeState>,
+    ) -> Result<Option<(ImportPlan, Vec<RangeProgress>)>, EngineError> {
+        let Some(old) = old else { return Ok(None) };
+        if old.phase != TypePhase::Importing || old.config_hash != plan.config_hash {
+            return Ok(None);
+        }
+        let key = import_plan_key(&plan.entity_type);
+        let Some(saved) = self
+            .store
+            .get_state(&key)
+            .await?
+            .and_then(|v| serde_json::from_value::<ImportPlan>(v).ok())
+        else {
+            return Ok(None);
         };
+        if saved.config_hash != plan.config_hash {
+            return Ok(None);
+        }
+        let mut progress = Vec::with_capacity(saved.ranges.len());
+        for (i, r) in saved.ranges.iter().enumerate() {
+            let p = self
+                .store
+                .get_state(&import_range_key(&plan.entity_type, i))
+                .await?
+                .and_then(|v| serde_json::from_value::<RangeProgress>(v).ok())
+                .unwrap_or_else(|| RangeProgress::start(r.lo));
+            progress.push(p);
+        }
+        Ok(Some((saved, progress)))
+    }
+
+    /// Splits a fresh import into id ranges: `import_concurrency` per live/retired set.
+    async fn plan_import(&self, plan: &TypePlan) -> Result<ImportPlan, EngineError> {
+        let entity_type = plan.entity_type.as_str();
         let filt = plan.site_filter.clone();
         let total_active = self
             .site
@@ -344,57 +459,9 @@ impl Engine {
             (Some(a), Some(r)) => a + r,
             _ => u64::try_from(max_active.max(0) + max_retired.max(0)).unwrap_or(0),
         };
-        if staging {
-            self.store.begin_staging(&plan.layout).await?;
-            self.staging.write().await.insert(entity_type.to_owned());
-            self.status.reimports.fetch_add(1, Ordering::Relaxed);
-        }
-        let prev_ready = self
-            .store
-            .type_states()
-            .await?
-            .into_iter()
-            .find(|s| s.entity_type == entity_type)
-            .and_then(|s| s.ready_at);
-        let mut st = type_state(&plan, phase, 0, total, prev_ready);
-        if staging {
-            // The live copy keeps its old hash until the swap.
-            if let Some(old) = self
-                .store
-                .type_states()
-                .await?
-                .into_iter()
-                .find(|s| s.entity_type == entity_type)
-            {
-                st.config_hash = old.config_hash;
-            }
-        }
-        self.store
-            .commit(WriteBatch {
-                type_states: vec![st.clone()],
-                ..WriteBatch::default()
-            })
-            .await?;
-        self.status.set_progress(entity_type, |p| {
-            p.done = 0;
-            p.total = total;
-            p.started = Some(Instant::now());
-            p.state = if staging {
-                "reimporting".into()
-            } else {
-                "importing".into()
-            };
-        });
-        tracing::info!(entity_type, total, staging, "import started");
-
-        let floor = self.cursor.lock().await.low_water;
-        let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let conc = i64::from(self.config.syncer.import_concurrency.max(1));
-        let mut tasks = tokio::task::JoinSet::new();
-        for (ro, max) in [
-            (ReturnOnly::Active, max_active),
-            (ReturnOnly::Retired, max_retired),
-        ] {
+        let mut ranges = Vec::new();
+        for (retired, max) in [(false, max_active), (true, max_retired)] {
             if max <= 0 {
                 continue;
             }
@@ -406,18 +473,129 @@ impl Engine {
                 } else {
                     ((k + 1) * chunk).min(max)
                 };
-                if lo >= hi {
-                    continue;
+                if lo < hi {
+                    ranges.push(ImportRange { retired, lo, hi });
                 }
-                let me = Arc::clone(self);
-                let plan = plan.clone();
-                let done = Arc::clone(&done);
-                let st = st.clone();
-                tasks.spawn(async move {
-                    me.import_range(&plan, ro, lo, hi, floor, staging, done, st)
-                        .await
-                });
             }
+        }
+        Ok(ImportPlan {
+            config_hash: plan.config_hash.clone(),
+            total,
+            ranges,
+        })
+    }
+
+    async fn import_inner(
+        self: &Arc<Self>,
+        entity_type: &str,
+        staging: bool,
+    ) -> Result<u64, EngineError> {
+        let plan = self
+            .plans
+            .read()
+            .await
+            .get(entity_type)
+            .cloned()
+            .ok_or_else(|| EngineError::Other(format!("{entity_type} is not a cached type")))?;
+        let started_at = now_ms();
+        let phase = if staging {
+            TypePhase::Reimporting
+        } else {
+            TypePhase::Importing
+        };
+        let old_state = self
+            .store
+            .type_states()
+            .await?
+            .into_iter()
+            .find(|s| s.entity_type == entity_type);
+        let prev_ready = old_state.as_ref().and_then(|s| s.ready_at);
+        // A first import that was interrupted (crash, restart) resumes each of its ranges after the
+        // last id it committed; the rows committed so far count as done.
+        let resumed = if staging {
+            None
+        } else {
+            self.resumable_import(&plan, old_state.as_ref()).await?
+        };
+        let is_resume = resumed.is_some();
+        let (import_plan, progress) = match resumed {
+            Some(r) => r,
+            None => {
+                let p = self.plan_import(&plan).await?;
+                let progress = p
+                    .ranges
+                    .iter()
+                    .map(|r| RangeProgress::start(r.lo))
+                    .collect();
+                (p, progress)
+            }
+        };
+        let total = import_plan.total;
+        if staging {
+            // Under the gate: every follower batch from here on is mirrored into the new copy.
+            let _gate = self.write_gate.lock().await;
+            self.store.begin_staging(&plan.layout).await?;
+            self.staging.write().await.insert(entity_type.to_owned());
+            self.status.reimports.fetch_add(1, Ordering::Relaxed);
+        }
+        let done0: u64 = progress.iter().map(|p| p.rows).sum();
+        let mut st = type_state(&plan, phase, done0, total.max(done0), prev_ready);
+        if staging && let Some(old) = &old_state {
+            // The live copy keeps its old hash until the swap.
+            st.config_hash = old.config_hash.clone();
+        }
+        let mut start = WriteBatch {
+            type_states: vec![st.clone()],
+            ..WriteBatch::default()
+        };
+        if !staging && !is_resume {
+            start.state.insert(
+                import_plan_key(entity_type),
+                serde_json::to_value(&import_plan).unwrap_or(serde_json::Value::Null),
+            );
+            for (i, p) in progress.iter().enumerate() {
+                start.state.insert(
+                    import_range_key(entity_type, i),
+                    serde_json::to_value(p).unwrap_or(serde_json::Value::Null),
+                );
+            }
+        }
+        self.store.commit(start).await?;
+        self.status.set_progress(entity_type, |p| {
+            p.done = done0;
+            p.total = total.max(done0);
+            p.started = Some(Instant::now());
+            p.resumed_from = done0;
+            p.state = if staging {
+                "reimporting".into()
+            } else {
+                "importing".into()
+            };
+        });
+        tracing::info!(
+            entity_type,
+            total,
+            staging,
+            resumed = is_resume,
+            done = done0,
+            "import started"
+        );
+
+        let floor = self.cursor.lock().await.low_water;
+        let committed = Arc::new(Mutex::new(done0));
+        let mut tasks = tokio::task::JoinSet::new();
+        for (i, (range, p)) in import_plan.ranges.iter().cloned().zip(progress).enumerate() {
+            if p.finished {
+                continue;
+            }
+            let me = Arc::clone(self);
+            let plan = plan.clone();
+            let committed = Arc::clone(&committed);
+            let st = st.clone();
+            tasks.spawn(async move {
+                me.import_range(&plan, i, range, p, floor, staging, committed, st)
+                    .await
+            });
         }
         let mut first_err = None;
         while let Some(r) = tasks.join_next().await {
@@ -436,7 +614,7 @@ impl Engine {
         if let Some(e) = first_err {
             return Err(e);
         }
-        let n = done.load(Ordering::Relaxed);
+        let n = *committed.lock().await;
         let ready = type_state(
             &plan,
             TypePhase::Ready,
@@ -445,23 +623,31 @@ impl Engine {
             Some(DateTime::now()),
         );
         if staging {
+            let gate = self.write_gate.lock().await;
             let mut guard = self.staging.write().await;
             self.store.promote_staging(ready).await?;
             guard.remove(entity_type);
             drop(guard);
             self.reload_known(Some(entity_type)).await?;
+            drop(gate);
             // Writes that raced the pages of the re-import are repaired by a scan from its start.
             let since = (started_at / 1000) - 60;
             if let Err(e) = self.scan_type(&plan, since).await {
                 tracing::warn!(entity_type, error = %e, "post-reimport scan failed; the next reconciliation repeats it");
             }
         } else {
-            self.store
-                .commit(WriteBatch {
-                    type_states: vec![ready],
-                    ..WriteBatch::default()
-                })
-                .await?;
+            let mut done = WriteBatch {
+                type_states: vec![ready],
+                ..WriteBatch::default()
+            };
+            // The import's resume state is cleared with the type's readiness.
+            done.state
+                .insert(import_plan_key(entity_type), serde_json::Value::Null);
+            for i in 0..import_plan.ranges.len() {
+                done.state
+                    .insert(import_range_key(entity_type, i), serde_json::Value::Null);
+            }
+            self.store.commit(done).await?;
             self.reload_known(Some(entity_type)).await?;
         }
         self.status.set_progress(entity_type, |p| {
@@ -473,19 +659,25 @@ impl Engine {
         Ok(n)
     }
 
+    /// Pages one id range of an import by keyset (`id > after`, up to `range.hi`). Each page
+    /// commits with the type's progress and (first imports) the range's resume point.
     #[allow(clippy::too_many_arguments)]
     async fn import_range(
         &self,
         plan: &TypePlan,
-        ro: ReturnOnly,
-        lo: i64,
-        hi: i64,
+        index: usize,
+        range: ImportRange,
+        mut progress: RangeProgress,
         floor: i64,
         staging: bool,
-        done: Arc<std::sync::atomic::AtomicU64>,
+        committed: Arc<Mutex<u64>>,
         st: TypeState,
     ) -> Result<(), EngineError> {
-        let mut after = lo;
+        let ro = if range.retired {
+            ReturnOnly::Retired
+        } else {
+            ReturnOnly::Active
+        };
         loop {
             let schema = self.schema.read().await.clone();
             let page = self
@@ -495,8 +687,8 @@ impl Engine {
                     &plan.entity_type,
                     &plan.fields,
                     plan.site_filter.as_ref(),
-                    after,
-                    Some(hi),
+                    progress.after,
+                    Some(range.hi),
                     self.page_size(),
                     ro,
                 )
@@ -505,7 +697,9 @@ impl Engine {
             if n == 0 {
                 return Ok(());
             }
-            after = page.iter().map(|e| e.id).max().unwrap_or(after);
+            progress.after = page.iter().map(|e| e.id).max().unwrap_or(progress.after);
+            progress.rows += n as u64;
+            progress.finished = n < self.page_size() as usize || progress.after >= range.hi;
             let writes: Vec<EntityWrite> = page
                 .into_iter()
                 .map(|entity| EntityWrite::Upsert {
@@ -514,31 +708,35 @@ impl Engine {
                     event_id: 0,
                 })
                 .collect();
-            let d = done.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
+            // Commits of one import are serialised so the persisted `done` is the exact number of
+            // rows committed (pages are still fetched concurrently).
+            let mut c = committed.lock().await;
+            let d = *c + n as u64;
             let mut state = st.clone();
             state.done = d;
             state.total = state.total.max(d);
-            let batch = if staging {
-                WriteBatch {
-                    staging: writes,
-                    journal: false,
-                    type_states: vec![state],
-                    ..WriteBatch::default()
-                }
-            } else {
-                WriteBatch {
-                    writes,
-                    journal: false,
-                    type_states: vec![state],
-                    ..WriteBatch::default()
-                }
+            let mut batch = WriteBatch {
+                journal: false,
+                type_states: vec![state],
+                ..WriteBatch::default()
             };
-            self.commit_retrying(batch).await?;
+            if staging {
+                batch.staging = writes;
+            } else {
+                batch.writes = writes;
+                batch.state.insert(
+                    import_range_key(&plan.entity_type, index),
+                    serde_json::to_value(&progress).unwrap_or(serde_json::Value::Null),
+                );
+            }
+            self.commit_retrying(&batch).await?;
+            *c = d;
+            drop(c);
             self.status.set_progress(&plan.entity_type, |p| {
                 p.done = d;
                 p.total = p.total.max(d);
             });
-            if n < self.page_size() as usize || after >= hi {
+            if progress.finished {
                 return Ok(());
             }
         }
@@ -547,7 +745,7 @@ impl Engine {
     /// Commits with a few retries on transient store errors.
     async fn commit_retrying(
         &self,
-        batch: WriteBatch,
+        batch: &WriteBatch,
     ) -> Result<shotgun_cache_core::store::CommitResult, EngineError> {
         let mut attempt = 0;
         loop {
@@ -641,6 +839,15 @@ impl Engine {
         &self,
         writes: Vec<EntityWrite>,
     ) -> Result<Vec<WriteOutcome>, EngineError> {
+        let _gate = self.write_gate.lock().await;
+        self.commit_live_gated(writes).await
+    }
+
+    /// [`Self::commit_live`] for a caller that holds the write gate.
+    async fn commit_live_gated(
+        &self,
+        writes: Vec<EntityWrite>,
+    ) -> Result<Vec<WriteOutcome>, EngineError> {
         let guard = self.staging.read().await;
         let mirror: Vec<EntityWrite> = writes
             .iter()
@@ -648,14 +855,14 @@ impl Engine {
             .cloned()
             .collect();
         let batch = WriteBatch {
-            writes: writes.clone(),
+            writes,
             staging: mirror,
             journal: true,
             ..WriteBatch::default()
         };
-        let r = self.commit_retrying(batch).await?;
+        let r = self.commit_retrying(&batch).await?;
         drop(guard);
-        self.note_outcomes(&writes, &r.outcomes).await;
+        self.note_outcomes(&batch.writes, &r.outcomes).await;
         self.status.journal_head.store(
             r.journal
                 .last()
@@ -698,8 +905,13 @@ impl Engine {
 
     /// One poll of the event log: read new events and the open gaps, apply them, commit with the
     /// cursor. Returns how many events were read (a full page means "poll again at once").
+    ///
+    /// Catching up is pipelined: while one page's batch commits, the next page (already fetched
+    /// in the background) is translated and its re-reads are read from the site. Commits stay in
+    /// order, one batch per page, and the write gate is held for the whole call, so the known-id
+    /// bits the next batch is built on already include the batch being committed.
     pub async fn poll_once(&self, query_gaps: bool) -> Result<usize, EngineError> {
-        let mut cursor = self.cursor.lock().await.clone();
+        let cursor = self.cursor.lock().await.clone();
         let page = self.page_size();
         let mut events = self.site.events_after(cursor.head, page).await?;
         let mut n_new = events.len();
@@ -709,31 +921,75 @@ impl Engine {
             let gaps = cursor.gap_ids(500);
             events.extend(self.site.events_in(&gaps).await?);
         }
-        // Catching up: while pages come back full, the next page is fetched while this one is
-        // applied (at most a few pages per call, so reconciliation and trimming get their turn).
-        for round in 0..16 {
+        let _gate = self.write_gate.lock().await;
+        let r = self.pipeline(cursor, events, &mut n_new).await;
+        if r.is_err() {
+            // Batches prepared past the failure updated the known-id bits ahead of their commit.
+            if let Err(e) = self.reload_known(None).await {
+                tracing::warn!(error = %e, "could not rebuild the known-id bits after a failed batch");
+            }
+        }
+        r.map(|()| n_new)
+    }
+
+    /// The rounds of [`Self::poll_once`] (at most a few pages per call, so reconciliation,
+    /// trimming and `Refresh` calls get their turn at the write gate). The caller holds the gate.
+    async fn pipeline(
+        &self,
+        mut cursor: Cursor,
+        mut events: Vec<crate::site::Event>,
+        n_new: &mut usize,
+    ) -> Result<(), EngineError> {
+        const ROUNDS: usize = 8;
+        let page = self.page_size();
+        let mut pending: Option<Prepared> = None;
+        for round in 0..ROUNDS {
             events.sort_by_key(|e| e.id);
             events.dedup_by_key(|e| e.id);
-            let full = n_new >= page as usize;
+            let full = *n_new >= page as usize;
             let next_after = events
                 .iter()
                 .map(|e| e.id)
                 .max()
                 .unwrap_or(cursor.head)
                 .max(cursor.head);
-            let prefetch = (full && round < 15).then(|| {
+            let prefetch = (full && round + 1 < ROUNDS).then(|| {
                 let site = self.site.clone();
                 tokio::spawn(async move { site.events_after(next_after, page).await })
             });
-            self.apply_events(cursor, events).await?;
+            let next = match pending.take() {
+                // A schema change must be in force before the next page is translated.
+                Some(p) if p.new_schema.is_some() => {
+                    self.commit_prepared(p).await?;
+                    cursor = self.cursor.lock().await.clone();
+                    self.prepare_events(cursor.clone(), events).await?
+                }
+                Some(mut p) => {
+                    let (committed, next) = tokio::join!(
+                        self.timed_commit(&p.batch),
+                        self.prepare_events(cursor.clone(), events)
+                    );
+                    let (committed, ms) = committed;
+                    p.commit_ms = ms;
+                    self.finish_prepared(p, committed?).await?;
+                    next?
+                }
+                None => self.prepare_events(cursor.clone(), events).await?,
+            };
+            if let Some(p) = &next {
+                cursor = p.cursor.clone();
+            }
+            pending = next;
             let Some(next) = prefetch else { break };
             events = next
                 .await
                 .map_err(|e| EngineError::Other(format!("event prefetch task failed: {e}")))??;
-            n_new = events.len();
-            cursor = self.cursor.lock().await.clone();
+            *n_new = events.len();
         }
-        Ok(n_new)
+        if let Some(p) = pending {
+            self.commit_prepared(p).await?;
+        }
+        Ok(())
     }
 
     /// The fallback when a batch keeps failing in the store: the next events are applied one per
@@ -753,6 +1009,7 @@ impl Engine {
             .events_after(cursor.head, self.page_size().min(50))
             .await?;
         let n = events.len();
+        let _gate = self.write_gate.lock().await;
         for ev in events {
             match self.apply_events(cursor.clone(), vec![ev.clone()]).await {
                 Ok(()) => cursor = self.cursor.lock().await.clone(),
@@ -778,7 +1035,7 @@ impl Engine {
                         serde_json::Value::Array(aside.split_off(keep)),
                     );
                     b.state.insert("cursor".into(), cursor.to_json());
-                    self.commit_retrying(b).await?;
+                    self.commit_retrying(&b).await?;
                     *self.cursor.lock().await = cursor.clone();
                 }
                 Err(other) => return Err(other),
@@ -788,14 +1045,63 @@ impl Engine {
     }
 
     /// Applies a batch of events (any order; duplicates are skipped by the cursor) and commits the
-    /// writes, their journal entries and the advanced cursor together.
+    /// writes, their journal entries and the advanced cursor together. The caller holds the gate.
     async fn apply_events(
+        &self,
+        cursor: Cursor,
+        events: Vec<crate::site::Event>,
+    ) -> Result<(), EngineError> {
+        match self.prepare_events(cursor, events).await? {
+            Some(p) => self.commit_prepared(p).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn commit_prepared(&self, mut p: Prepared) -> Result<(), EngineError> {
+        let (result, ms) = self.timed_commit(&p.batch).await;
+        p.commit_ms = ms;
+        self.finish_prepared(p, result?).await
+    }
+
+    async fn timed_commit(
+        &self,
+        batch: &WriteBatch,
+    ) -> (
+        Result<shotgun_cache_core::store::CommitResult, EngineError>,
+        u64,
+    ) {
+        let t = Instant::now();
+        let r = self.commit_retrying(batch).await;
+        (r, t.elapsed().as_millis() as u64)
+    }
+
+    /// Turns events into one batch: translation, the re-reads they need (entities the cache does
+    /// not hold, `_New`, gap fillers, linkers of revived entities), the schema refresh, and the
+    /// advanced cursor. `None` when there is nothing to commit (an empty poll with no expiring
+    /// gap). Updates the known-id bits for the rows the batch creates or removes, so the next
+    /// batch can be prepared while this one commits. The caller holds the write gate.
+    async fn prepare_events(
         &self,
         mut cursor: Cursor,
         events: Vec<crate::site::Event>,
-    ) -> Result<(), EngineError> {
+    ) -> Result<Option<Prepared>, EngineError> {
         let t_start = Instant::now();
         let now = now_ms();
+        if events.is_empty() && cursor.dirty.is_empty() {
+            // An empty poll commits nothing unless a gap expires (which moves the low-water mark).
+            let mut c = cursor.clone();
+            let timeout_ms = (self.config.syncer.gap_timeout_secs * 1000) as i64;
+            if c.advance(now, timeout_ms) == 0 && c.low_water == cursor.low_water {
+                self.status
+                    .last_poll_at
+                    .store(now / 1000, Ordering::Relaxed);
+                self.status
+                    .site_retries
+                    .store(self.site.retries(), Ordering::Relaxed);
+                self.status.sample();
+                return Ok(None);
+            }
+        }
         let plans = self.plans.read().await.clone();
         let schema = self.schema.read().await.clone();
         let floor = cursor.low_water;
@@ -868,6 +1174,9 @@ impl Engine {
         // Writes for entities the cache does not hold yet are kept for after their re-read: the
         // re-read creates the row, then the writes record their event ids on it (so an older event
         // that arrives later cannot undo them, e.g. a late retirement after a revival).
+        // The caller holds the write gate: no other task writes live data until this batch is
+        // committed, so the known-id bits are exact and every write below finds (or, after its
+        // re-read, gets) its row.
         let mut after_reread: Vec<EntityWrite> = Vec::new();
         {
             let known = self.known.lock().await;
@@ -924,6 +1233,36 @@ impl Engine {
                 }
             }
         }
+        // A field patch of an entity that is re-read in this batch is left out: the re-read reads
+        // the site after every event of the batch was visible, so its full state already holds
+        // the patch (an `Upsert` replaces every cached value), and it is journaled once, under the
+        // newest event that asked. (This drops the `in_create` changes that follow every `_New`.)
+        // Retirements and revivals stay: their event ids guard the retired flag against late,
+        // older lifecycle events.
+        let mut folded = 0usize;
+        let mut fold = |w: EntityWrite, rereads: &mut BTreeMap<String, BTreeMap<i64, i64>>| {
+            if let EntityWrite::Patch {
+                entity_type,
+                id,
+                event_id,
+                ..
+            } = &w
+                && let Some(e) = rereads.get_mut(entity_type).and_then(|m| m.get_mut(id))
+            {
+                *e = (*e).max(*event_id);
+                folded += 1;
+                return None;
+            }
+            Some(w)
+        };
+        let writes: Vec<EntityWrite> = writes
+            .into_iter()
+            .filter_map(|w| fold(w, &mut rereads))
+            .collect();
+        let after_reread: Vec<EntityWrite> = after_reread
+            .into_iter()
+            .filter_map(|w| fold(w, &mut rereads))
+            .collect();
         // Patches first, in event order; then the re-reads, which read the site after every event
         // of this batch was visible and so carry the newest state.
         let mut all = writes;
@@ -948,37 +1287,96 @@ impl Engine {
         }
 
         cursor.advance(now, (self.config.syncer.gap_timeout_secs * 1000) as i64);
-        let guard = self.staging.read().await;
-        let mirror: Vec<EntityWrite> = all
-            .iter()
-            .filter(|w| guard.contains(write_target(w).0))
-            .cloned()
-            .collect();
+        let mirror: Vec<EntityWrite> = {
+            let staging = self.staging.read().await;
+            all.iter()
+                .filter(|w| staging.contains(write_target(w).0))
+                .cloned()
+                .collect()
+        };
+        {
+            let mut known = self.known.lock().await;
+            for w in &all {
+                match w {
+                    EntityWrite::Upsert { entity, .. } => {
+                        known.set(&entity.entity_type, entity.id, true)
+                    }
+                    EntityWrite::Remove {
+                        entity_type, id, ..
+                    } => known.set(entity_type, *id, false),
+                    _ => {}
+                }
+            }
+        }
+        let n_rereads: usize = rereads.values().map(BTreeMap::len).sum();
+        tracing::trace!(folded, "patches folded into re-reads");
         let mut batch = WriteBatch {
-            writes: all.clone(),
+            writes: all,
             staging: mirror,
             journal: true,
             ..WriteBatch::default()
         };
         batch.schema = new_schema.clone();
         batch.state.insert("cursor".into(), cursor.to_json());
-        let t_commit = Instant::now();
-        let result = self.commit_retrying(batch).await?;
-        drop(guard);
+        Ok(Some(Prepared {
+            batch,
+            cursor,
+            rereads,
+            plans,
+            floor,
+            applied,
+            newest_created,
+            new_schema,
+            n_events: events.len(),
+            n_rereads,
+            prepare_ms: t_start.elapsed().as_millis() as u64,
+            t_ready: Instant::now(),
+            now,
+            commit_ms: 0,
+        }))
+    }
+
+    /// After a prepared batch committed: known-id bits, figures, the in-memory cursor, the
+    /// schema change. The caller holds the write gate.
+    async fn finish_prepared(
+        &self,
+        p: Prepared,
+        result: shotgun_cache_core::store::CommitResult,
+    ) -> Result<(), EngineError> {
+        let Prepared {
+            batch,
+            cursor,
+            rereads,
+            plans,
+            floor,
+            applied,
+            newest_created,
+            new_schema,
+            n_events,
+            n_rereads,
+            prepare_ms,
+            t_ready,
+            now,
+            commit_ms,
+        } = p;
+        let all = batch.writes;
         tracing::debug!(
-            events = events.len(),
+            events = n_events,
             writes = all.len(),
-            rereads = rereads.values().map(BTreeMap::len).sum::<usize>(),
-            prepare_ms =
-                t_start.elapsed().as_millis() as u64 - t_commit.elapsed().as_millis() as u64,
-            commit_ms = t_commit.elapsed().as_millis() as u64,
+            rereads = n_rereads,
+            prepare_ms,
+            commit_ms,
+            ready_to_done_ms = t_ready.elapsed().as_millis() as u64,
             "applied a batch"
         );
         self.note_outcomes(&all, &result.outcomes).await;
         if let Some(j) = result.journal.last() {
             self.status.journal_head.store(j.seq, Ordering::Relaxed);
         }
-        // A row that vanished between the check and the commit: re-read it now.
+        // Under the write gate the known-id bits are exact, so no write of this batch should find
+        // its row missing. Only a writer outside the syncer (which the store contract rules out)
+        // can cause it: the row is re-read and committed at once, and counted; should the syncer
+        // die in between, the reconciliation's id diff re-reads it.
         let mut missing: BTreeMap<String, BTreeMap<i64, i64>> = BTreeMap::new();
         for (w, o) in all.iter().zip(&result.outcomes) {
             if *o == WriteOutcome::Missing {
@@ -1001,7 +1399,12 @@ impl Engine {
                     more.extend(self.reread_writes(p, ids, floor).await?);
                 }
             }
-            self.commit_live(more).await?;
+            self.status.late_rereads.fetch_add(
+                missing.values().map(BTreeMap::len).sum::<usize>() as u64,
+                Ordering::Relaxed,
+            );
+            tracing::warn!(entities = ?missing, "rows vanished from the store behind the syncer's back; re-read");
+            self.commit_live_gated(more).await?;
         }
         self.status
             .events_applied
@@ -1027,6 +1430,7 @@ impl Engine {
             .site_retries
             .store(self.site.retries(), Ordering::Relaxed);
         self.status.sample();
+        self.status.batches.fetch_add(1, Ordering::Relaxed);
         *self.cursor.lock().await = cursor;
         if let Some(s) = new_schema {
             self.apply_schema_change(s).await;
@@ -1065,66 +1469,89 @@ impl Engine {
 
     /// The reconciliation scan of one type: rows updated since `since` (unix seconds), live and
     /// retired, upserted with the low-water floor.
+    ///
+    /// It runs in slices of one page each, and each slice (site read, reverse-link re-reads and
+    /// commit) holds the write gate: the follower keeps applying events between slices, and never
+    /// between a slice's site read and its commit, so a slice cannot overwrite a newer event with
+    /// the older state it read.
     pub async fn scan_type(&self, plan: &TypePlan, since: i64) -> Result<u64, EngineError> {
-        let schema = self.schema.read().await.clone();
-        let plans = self.plans.read().await.clone();
-        let floor = self.cursor.lock().await.low_water;
-        let mut writes = Vec::new();
+        let mut repaired = 0;
         for ro in [ReturnOnly::Active, ReturnOnly::Retired] {
-            let rows = self
-                .site
-                .updated_since(
-                    &schema,
-                    &plan.entity_type,
-                    &plan.fields,
-                    plan.site_filter.as_ref(),
-                    since,
-                    self.page_size(),
-                    ro,
-                )
-                .await?;
-            writes.extend(rows.into_iter().map(|entity| EntityWrite::Upsert {
-                entity,
-                floor,
-                event_id: 0,
-            }));
-        }
-        // A link changed without events also changed the other side of the link, whose own
-        // `updated_at` did not move: re-read the targets that were added or removed.
-        let mut others: BTreeMap<String, BTreeMap<i64, i64>> = BTreeMap::new();
-        for w in &writes {
-            let EntityWrite::Upsert { entity, .. } = w else {
-                continue;
-            };
-            let old = self.store.get(&entity.entity_type, entity.id).await?;
-            for f in plan.layout.fields.iter().filter(|f| f.data_type.is_link()) {
-                let new_links = link_targets(entity.fields.get(&f.name));
-                let old_links = link_targets(old.as_ref().and_then(|o| o.fields.get(&f.name)));
-                for (t, id) in new_links.symmetric_difference(&old_links) {
-                    if plans.contains_key(t) {
-                        others.entry(t.clone()).or_default().insert(*id, 0);
+            let mut after = 0;
+            loop {
+                let gate = self.write_gate.lock().await;
+                let schema = self.schema.read().await.clone();
+                let plans = self.plans.read().await.clone();
+                let floor = self.cursor.lock().await.low_water;
+                let rows = self
+                    .site
+                    .updated_since_page(
+                        &schema,
+                        &plan.entity_type,
+                        &plan.fields,
+                        plan.site_filter.as_ref(),
+                        since,
+                        after,
+                        self.page_size(),
+                        ro,
+                    )
+                    .await?;
+                let n = rows.len();
+                after = rows.iter().map(|e| e.id).max().unwrap_or(after);
+                let mut writes: Vec<EntityWrite> = rows
+                    .into_iter()
+                    .map(|entity| EntityWrite::Upsert {
+                        entity,
+                        floor,
+                        event_id: 0,
+                    })
+                    .collect();
+                // A link changed without events also changed the other side of the link, whose
+                // own `updated_at` did not move: re-read the targets that were added or removed.
+                let mut others: BTreeMap<String, BTreeMap<i64, i64>> = BTreeMap::new();
+                for w in &writes {
+                    let EntityWrite::Upsert { entity, .. } = w else {
+                        continue;
+                    };
+                    let old = self.store.get(&entity.entity_type, entity.id).await?;
+                    for f in plan.layout.fields.iter().filter(|f| f.data_type.is_link()) {
+                        let new_links = link_targets(entity.fields.get(&f.name));
+                        let old_links =
+                            link_targets(old.as_ref().and_then(|o| o.fields.get(&f.name)));
+                        for (t, id) in new_links.symmetric_difference(&old_links) {
+                            if plans.contains_key(t) {
+                                others.entry(t.clone()).or_default().insert(*id, 0);
+                            }
+                        }
                     }
                 }
+                for (t, ids) in &others {
+                    if let Some(p) = plans.get(t) {
+                        writes.extend(self.reread_writes(p, ids, floor).await?);
+                    }
+                }
+                if !writes.is_empty() {
+                    let outcomes = self.commit_live_gated(writes).await?;
+                    repaired += outcomes
+                        .iter()
+                        .filter(|o| matches!(o, WriteOutcome::Applied { .. }))
+                        .count() as u64;
+                }
+                drop(gate);
+                if n < self.page_size() as usize {
+                    break;
+                }
             }
-        }
-        for (t, ids) in &others {
-            if let Some(p) = plans.get(t) {
-                writes.extend(self.reread_writes(p, ids, floor).await?);
-            }
-        }
-        let mut repaired = 0;
-        for chunk in writes.chunks(1000) {
-            let outcomes = self.commit_live(chunk.to_vec()).await?;
-            repaired += outcomes
-                .iter()
-                .filter(|o| matches!(o, WriteOutcome::Applied { .. }))
-                .count() as u64;
         }
         Ok(repaired)
     }
 
     /// The id-set diff of one type: rows the store has that the site does not (removed), rows the
     /// site has that the store lacks or holds with another retired flag (re-read).
+    ///
+    /// The id lists are read without the write gate (the follower keeps going); a difference only
+    /// leads to a re-read, which holds the gate with its commit, so a difference that the follower
+    /// resolved in the meantime costs one re-read and nothing else.
     pub async fn diff_type(&self, plan: &TypePlan) -> Result<u64, EngineError> {
         let t = &plan.entity_type;
         let mut site_ids: BTreeMap<i64, bool> = BTreeMap::new();
@@ -1155,42 +1582,51 @@ impl Engine {
                 break;
             }
         }
-        let mut reread = BTreeMap::new();
+        let mut reread: Vec<i64> = Vec::new();
         for (id, r) in &site_ids {
             if store_ids.get(id) != Some(r) {
-                reread.insert(*id, 0);
+                reread.push(*id);
             }
         }
         for id in store_ids.keys() {
             if !site_ids.contains_key(id) {
-                reread.insert(*id, 0);
+                reread.push(*id);
             }
         }
-        if reread.is_empty() {
-            return Ok(0);
+        let mut repaired = 0;
+        for chunk in reread.chunks(500) {
+            let ids: BTreeMap<i64, i64> = chunk.iter().map(|id| (*id, 0)).collect();
+            let gate = self.write_gate.lock().await;
+            let floor = self.cursor.lock().await.low_water;
+            let writes = self.reread_writes(plan, &ids, floor).await?;
+            let outcomes = self.commit_live_gated(writes).await?;
+            drop(gate);
+            repaired += outcomes
+                .iter()
+                .filter(|o| matches!(o, WriteOutcome::Applied { .. }))
+                .count() as u64;
         }
-        let floor = self.cursor.lock().await.low_water;
-        let writes = self.reread_writes(plan, &reread, floor).await?;
-        let outcomes = self.commit_live(writes).await?;
-        Ok(outcomes
-            .iter()
-            .filter(|o| matches!(o, WriteOutcome::Applied { .. }))
-            .count() as u64)
+        Ok(repaired)
     }
 
-    /// One reconciliation round over every cached type.
+    /// One reconciliation round over every cached type. Runs beside the follower (its own task):
+    /// see [`Self::scan_type`] and [`Self::diff_type`] for how the two interleave.
     pub async fn reconcile(&self, since: i64) -> Result<u64, EngineError> {
         // A schema drift without DisplayColumn events (e.g. a deleted field) is caught here.
         match self.site.schema().await {
-            Ok(s) if s != **self.schema.read().await => self.apply_schema_change(s).await,
+            Ok(s) if s != **self.schema.read().await => {
+                let _gate = self.write_gate.lock().await;
+                self.apply_schema_change(s).await
+            }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "schema check failed"),
         }
         let plans = self.plans.read().await.clone();
-        let staging = self.staging.read().await.clone();
         let mut repaired = 0;
         for p in plans.values() {
-            if staging.contains(&p.entity_type) || self.is_importing(&p.entity_type).await {
+            if self.staging.read().await.contains(&p.entity_type)
+                || self.is_importing(&p.entity_type).await
+            {
                 continue;
             }
             repaired += self.scan_type(p, since).await?;
@@ -1199,6 +1635,7 @@ impl Engine {
         self.status
             .reconcile_repairs
             .fetch_add(repaired, Ordering::Relaxed);
+        self.status.reconcile_rounds.fetch_add(1, Ordering::Relaxed);
         Ok(repaired)
     }
 

@@ -308,7 +308,50 @@ fn spawn_reimport(engine: &Arc<Engine>, t: String) {
     });
 }
 
-/// The follow loop: poll, reconcile, trim; never returns on a transient error.
+/// Reconciliation, beside the follower: every `reconcile_interval_secs` one round over every
+/// cached type. Its commits take the engine's write gate slice by slice, so event following goes
+/// on while a round runs (a change still shows up within a poll or two).
+async fn reconcile_loop(engine: Arc<Engine>) {
+    let cfg = engine.config.syncer.clone();
+    let every = Duration::from_secs(cfg.reconcile_interval_secs);
+    let mut since = match engine.store.get_state("reconcile").await {
+        Ok(Some(v)) => v.get("since").and_then(serde_json::Value::as_i64),
+        _ => None,
+    }
+    .unwrap_or_else(|| time::OffsetDateTime::now_utc().unix_timestamp() - 3600);
+    loop {
+        tokio::time::sleep(every).await;
+        let started = time::OffsetDateTime::now_utc().unix_timestamp();
+        let t0 = Instant::now();
+        // Overlap: the scan window reaches back past the previous scan's start.
+        let overlap = 60 + cfg.reconcile_interval_secs as i64;
+        match engine.reconcile(since - overlap).await {
+            Ok(n) => {
+                if n > 0 {
+                    tracing::info!(
+                        repaired = n,
+                        "reconciliation repaired rows the event log missed"
+                    );
+                }
+                tracing::debug!(
+                    ms = t0.elapsed().as_millis() as u64,
+                    "reconciliation round done"
+                );
+                since = started;
+                let mut b = shotgun_cache_core::store::WriteBatch::default();
+                b.state
+                    .insert("reconcile".into(), serde_json::json!({"since": started}));
+                let _ = engine.store.commit(b).await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "reconciliation failed; retried next interval")
+            }
+        }
+    }
+}
+
+/// The follow loop: poll, check for an archived log, trim; never returns on a transient error.
+/// Reconciliation runs beside it ([`reconcile_loop`]).
 async fn follow(engine: Arc<Engine>) -> anyhow::Result<()> {
     let cfg = engine.config.syncer.clone();
     let poll_every = Duration::from_millis(cfg.poll_interval_ms);
@@ -316,11 +359,8 @@ async fn follow(engine: Arc<Engine>) -> anyhow::Result<()> {
     let reconcile_every = Duration::from_secs(cfg.reconcile_interval_secs);
     let mut last_gap_query = Instant::now() - gap_every;
     let mut last_reconcile = Instant::now();
-    let mut reconcile_since = match engine.store.get_state("reconcile").await {
-        Ok(Some(v)) => v.get("since").and_then(serde_json::Value::as_i64),
-        _ => None,
-    }
-    .unwrap_or_else(|| time::OffsetDateTime::now_utc().unix_timestamp() - 3600);
+    let reconciler = tokio::spawn(reconcile_loop(engine.clone()));
+    let _reconciler = AbortOnDrop(reconciler);
     let mut last_trim = Instant::now() - Duration::from_secs(3600);
     let mut errors = 0u32;
     loop {
@@ -362,7 +402,6 @@ async fn follow(engine: Arc<Engine>) -> anyhow::Result<()> {
         }
         if last_reconcile.elapsed() >= reconcile_every {
             last_reconcile = Instant::now();
-            let started = time::OffsetDateTime::now_utc().unix_timestamp();
             match engine.log_archived().await {
                 Ok(true) => {
                     tracing::warn!(
@@ -375,26 +414,6 @@ async fn follow(engine: Arc<Engine>) -> anyhow::Result<()> {
                 }
                 Ok(false) => {}
                 Err(e) => tracing::warn!(error = %e, "archive check failed"),
-            }
-            // Overlap: the scan window reaches back past the previous scan's start.
-            let overlap = 60 + cfg.reconcile_interval_secs as i64;
-            match engine.reconcile(reconcile_since - overlap).await {
-                Ok(n) => {
-                    if n > 0 {
-                        tracing::info!(
-                            repaired = n,
-                            "reconciliation repaired rows the event log missed"
-                        );
-                    }
-                    reconcile_since = started;
-                    let mut b = shotgun_cache_core::store::WriteBatch::default();
-                    b.state
-                        .insert("reconcile".into(), serde_json::json!({"since": started}));
-                    let _ = engine.store.commit(b).await;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "reconciliation failed; retried next interval")
-                }
             }
         }
         if last_trim.elapsed() >= Duration::from_secs(600) {
@@ -417,6 +436,15 @@ async fn follow(engine: Arc<Engine>) -> anyhow::Result<()> {
                 _ = engine.poll_now.notified() => {}
             }
         }
+    }
+}
+
+/// Aborts a background task when the loop that owns it ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -418,8 +418,11 @@ impl Site {
                 c.post(&url).header("Content-Type", mime).body(body.clone())
             })
             .await?;
-        match v.get("data") {
-            Some(Json::Array(a)) => Ok(a.clone()),
+        match v {
+            Json::Object(mut m) => match m.remove("data") {
+                Some(Json::Array(a)) => Ok(a),
+                _ => Err(SiteError::shape(&what, "no data array")),
+            },
             _ => Err(SiteError::shape(&what, "no data array")),
         }
     }
@@ -534,45 +537,40 @@ impl Site {
         Ok(out)
     }
 
-    /// Rows changed since `since` (unix seconds, inclusive), live or retired, paged by id.
-    pub async fn updated_since(
+    /// One page of the rows changed since `since` (unix seconds, inclusive), live or retired, with
+    /// ids `> after`, in id order (keyset paging: the caller passes the last id of the previous page).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn updated_since_page(
         &self,
         schema: &SiteSchema,
         entity_type: &str,
         fields: &[String],
         extra_filter: Option<&Json>,
         since: i64,
+        after: i64,
         page_size: u32,
         return_only: ReturnOnly,
     ) -> Result<Vec<Entity>, SiteError> {
         let since = shotgun_cache_core::model::DateTime(since.saturating_sub(1)).to_string();
-        let mut out = Vec::new();
-        let mut after = 0;
-        loop {
-            let conds = vec![
-                json!(["updated_at", "greater_than", since]),
-                json!(["id", "greater_than", after]),
-            ];
-            let filters = combine(conds, extra_filter);
-            let raw = self
-                .search_raw(entity_type, &filters, fields, "id", page_size, return_only)
-                .await?;
-            let n = raw.len();
-            for r in &raw {
-                let e = parse_record(
+        let conds = vec![
+            json!(["updated_at", "greater_than", since]),
+            json!(["id", "greater_than", after]),
+        ];
+        let filters = combine(conds, extra_filter);
+        let raw = self
+            .search_raw(entity_type, &filters, fields, "id", page_size, return_only)
+            .await?;
+        raw.iter()
+            .map(|r| {
+                parse_record(
                     schema,
                     entity_type,
                     fields,
                     r,
                     return_only == ReturnOnly::Retired,
-                )?;
-                after = after.max(e.id);
-                out.push(e);
-            }
-            if n < page_size as usize {
-                return Ok(out);
-            }
-        }
+                )
+            })
+            .collect()
     }
 
     /// Every id of a type (live or retired as asked), in order, with an optional extra filter.
@@ -746,7 +744,7 @@ impl Site {
                 ReturnOnly::Active,
             )
             .await?;
-        raw.iter().map(parse_event).collect()
+        raw.into_iter().map(parse_event_owned).collect()
     }
 }
 
@@ -889,6 +887,21 @@ pub fn parse_record(
 pub fn attachment_id(url: &str) -> Option<i64> {
     let rest = url.split("/files/").nth(1)?;
     rest.split(['/', '?']).next()?.parse().ok()
+}
+
+/// Parses one EventLogEntry record, taking its `meta` without a copy.
+pub fn parse_event_owned(mut rec: Json) -> Result<Event, SiteError> {
+    let meta = rec
+        .get_mut("attributes")
+        .and_then(|a| a.get_mut("meta"))
+        .map(Json::take);
+    let mut ev = parse_event(&rec)?;
+    match meta {
+        Some(Json::String(s)) => ev.meta = serde_json::from_str(&s).unwrap_or(Json::Null),
+        Some(Json::Null) | None => {}
+        Some(v) => ev.meta = v,
+    }
+    Ok(ev)
 }
 
 /// Parses one EventLogEntry record.

@@ -12,6 +12,9 @@ pub struct Progress {
     pub done: u64,
     pub total: u64,
     pub started: Option<Instant>,
+    /// Rows already done when this run of the import started (a resumed import): the rate counts
+    /// only the rows of this run.
+    pub resumed_from: u64,
     /// A short state, e.g. "importing", "reimporting", "following".
     pub state: String,
 }
@@ -23,7 +26,7 @@ impl Progress {
             return (0.0, None);
         };
         let secs = start.elapsed().as_secs_f64().max(1e-3);
-        let rate = self.done as f64 / secs;
+        let rate = self.done.saturating_sub(self.resumed_from) as f64 / secs;
         let left = self.total.saturating_sub(self.done) as f64;
         (rate, (rate > 0.0).then(|| left / rate))
     }
@@ -45,9 +48,16 @@ pub struct Status {
     pub events_skipped: AtomicU64,
     pub set_aside: AtomicU64,
     pub rereads: AtomicU64,
+    /// Follower batches committed (each: entity writes, journal entries and cursor together).
+    pub batches: AtomicU64,
+    /// Writes that found their row missing at commit and needed a re-read in a second commit
+    /// (only possible with a writer outside the syncer).
+    pub late_rereads: AtomicU64,
     pub poll_errors: AtomicU64,
     pub commit_errors: AtomicU64,
     pub reconcile_repairs: AtomicU64,
+    /// Reconciliation rounds completed.
+    pub reconcile_rounds: AtomicU64,
     pub reimports: AtomicU64,
     pub journal_head: AtomicU64,
     /// Site retries are counted by the site client; mirrored here at every poll.

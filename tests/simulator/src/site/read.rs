@@ -436,6 +436,23 @@ fn typed_id_bounds(f: &Filter) -> (i64, i64) {
                 lo = lo.max(*n);
                 hi = hi.min(*n);
             }
+            // `id in [...]` (re-reads by id): only the rows between the smallest and the largest
+            // listed id can match. A list with anything but integers keeps the full range.
+            (Operator::In, Operand::Many(vals)) => {
+                let ints: Option<Vec<i64>> = vals
+                    .iter()
+                    .map(|v| match v {
+                        Value::Int(n) => Some(*n),
+                        _ => None,
+                    })
+                    .collect();
+                if let Some(ints) = ints
+                    && let (Some(min), Some(max)) = (ints.iter().min(), ints.iter().max())
+                {
+                    lo = lo.max(*min);
+                    hi = hi.min(*max);
+                }
+            }
             _ => {}
         }
     }
