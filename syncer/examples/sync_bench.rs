@@ -20,6 +20,10 @@ use shotgun_cache_core::store::Store;
 use shotgun_cache_core::store::sqlite::SqliteStore;
 use shotgun_sim::{Faults, SimConfig, Simulator};
 
+/// The allocator the syncer binary uses, so the figures are its.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn env_u64(k: &str, d: u64) -> u64 {
     std::env::var(k)
         .ok()

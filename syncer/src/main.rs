@@ -93,6 +93,9 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run { config } => {
             let config = Config::load(&config, &env_map())?;
+            // Refuse a config without the script key before taking the ports: a bad config is
+            // then named even while another process holds them.
+            config.require_script_key()?;
             shotgun_cache_syncer::init_logging();
             let listeners = shotgun_cache_syncer::Listeners::bind(&config).await?;
             shotgun_cache_syncer::run(config, listeners, shutdown_signal()).await

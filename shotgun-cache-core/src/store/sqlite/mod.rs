@@ -198,6 +198,8 @@ const READER_CACHE_KIB: i64 = 8 * 1024;
 const WRITER_CACHE_KIB: i64 = 256 * 1024;
 /// Memory map of the write connection, in bytes.
 const WRITER_MMAP: i64 = 1 << 30;
+/// WAL size (in pages) at which the writer copies the WAL back into the file after a commit.
+const WRITER_CHECKPOINT_PAGES: i64 = 8192;
 
 fn open_connection(path: &Path, role: Role) -> Result<Connection, StoreError> {
     let conn = Connection::open_with_flags(
@@ -217,6 +219,12 @@ fn open_connection(path: &Path, role: Role) -> Result<Connection, StoreError> {
          PRAGMA temp_store = MEMORY; PRAGMA cache_size = -{cache_kib}; PRAGMA mmap_size = {mmap};",
     ))
     .map_err(sql_err)?;
+    if role == Role::Writer {
+        conn.execute_batch(&format!(
+            "PRAGMA wal_autocheckpoint = {WRITER_CHECKPOINT_PAGES};"
+        ))
+        .map_err(sql_err)?;
+    }
     // The query planner stability guarantee: a statement keeps the plan it was prepared with. Without
     // it, the bundled SQLite (built with SQLITE_ENABLE_STAT4) re-prepares a cached statement on every
     // new binding of a parameter its plan might depend on (`src_id = ?1`, `project__id = ?2`), which
