@@ -116,6 +116,45 @@ pub fn init_logging() {
     };
 }
 
+/// [`open_store`], waiting for a RethinkDB that cannot be reached yet: a syncer restarted during a
+/// database outage waits (logging every attempt, with backoff) instead of exiting, and starts where
+/// its cursor stopped once the database is back. Any other error (a bad SQLite path, a refused
+/// schema) ends the start at once. `None`: `shutdown` came first.
+async fn open_store_waiting(
+    config: &Config,
+    shutdown: &mut (impl Future<Output = ()> + Unpin),
+) -> anyhow::Result<Option<Arc<dyn Store>>> {
+    let mut attempt = 0u32;
+    loop {
+        let err = match open_store(config).await {
+            Ok(s) => return Ok(Some(s)),
+            Err(e) => e,
+        };
+        let transient = matches!(
+            err.downcast_ref::<shotgun_cache_core::store::StoreError>(),
+            Some(
+                shotgun_cache_core::store::StoreError::Unavailable(_)
+                    | shotgun_cache_core::store::StoreError::Timeout(_)
+            )
+        );
+        if config.store.backend != Backend::Rethinkdb || !transient {
+            return Err(err);
+        }
+        let wait = backoff(attempt);
+        tracing::warn!(
+            error = format!("{err:#}"),
+            attempt,
+            retry_in_ms = wait.as_millis() as u64,
+            "store unreachable at start; waiting for it"
+        );
+        attempt += 1;
+        tokio::select! {
+            _ = &mut *shutdown => return Ok(None),
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
 fn backoff(attempt: u32) -> Duration {
     Duration::from_millis((200u64 << attempt.min(8)).min(30_000))
 }
@@ -128,7 +167,10 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let key = config.require_script_key()?.to_owned();
-    let store = open_store(&config).await?;
+    let mut shutdown = Box::pin(shutdown);
+    let Some(store) = open_store_waiting(&config, &mut shutdown).await? else {
+        return Ok(());
+    };
     let site = Site::new(SiteOptions::new(
         &config.site.url,
         &config.site.script_name,

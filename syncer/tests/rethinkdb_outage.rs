@@ -226,3 +226,99 @@ async fn syncer_pauses_while_rethinkdb_is_unreachable_and_resumes_losing_nothing
         .await
         .expect("drop the test database");
 }
+
+/// A syncer started while RethinkDB is unreachable (a pod restarted during a database outage) waits
+/// for it, logging each attempt, instead of exiting; once the database is back it imports, and the
+/// store equals the site.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn syncer_started_while_rethinkdb_is_unreachable_waits_for_it() {
+    let Some(address) = rethinkdb_target() else {
+        eprintln!(
+            "SKIPPED syncer_started_while_rethinkdb_is_unreachable_waits_for_it: no ReQL server (set SHOTGUN_CACHE_TEST_RETHINKDB=host:port or run scripts/test-rethinkdb)"
+        );
+        return;
+    };
+    let sim = start_sim(50).await;
+    let (_dir, db) = temp_db();
+    let text = config_text(&sim.base_url(), &db, OUTAGE_TYPES, "");
+    let mut config = load_config(&text);
+    let database = config.store.rethinkdb_database.clone();
+    let proxy = freeze_proxy::Proxy::start(&address).await;
+    proxy.cut();
+    config.store.rethinkdb_address = proxy.addr();
+    config.store.rethinkdb_timeout_secs = 2;
+    config.store.rethinkdb_password = shotgun_cache_core::config::Secret(
+        std::env::var("SHOTGUN_CACHE_TEST_RETHINKDB_PASSWORD").unwrap_or_default(),
+    );
+    config.site.script_key = shotgun_cache_core::config::Secret(sim.credentials().1);
+    let listeners = shotgun_cache_syncer::Listeners::bind_local()
+        .await
+        .expect("bind");
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(shotgun_cache_syncer::run(config, listeners, async move {
+        let _ = stop_rx.await;
+    }));
+    // Several connection attempts fail (the first retries come after 0.2, 0.4 and 0.8 s).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        !task.is_finished(),
+        "the syncer waits for an unreachable store instead of exiting: {:?}",
+        task.await
+    );
+    proxy.open();
+    let direct =
+        RethinkStore::connect_with(options(address.clone(), &database, Duration::from_secs(30)))
+            .await
+            .expect("connect the test's store");
+    wait_equal(&direct, &sim, OUTAGE_TYPES, Duration::from_secs(120)).await;
+    let _ = stop_tx.send(());
+    match tokio::time::timeout(Duration::from_secs(20), task).await {
+        Ok(Ok(Ok(()))) => {}
+        other => panic!("the syncer did not stop cleanly: {other:?}"),
+    }
+    direct
+        .drop_database()
+        .await
+        .expect("drop the test database");
+}
+
+/// A syncer asked to stop while it waits for an unreachable store stops at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn syncer_waiting_for_an_unreachable_store_stops_on_shutdown() {
+    // Nothing listens on this port: the address is taken and released at once.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let (_dir, db) = temp_db();
+    let text = config_text_sqlite_free("http://127.0.0.1:1", &db);
+    let mut config = load_config(&text);
+    config.store.backend = shotgun_cache_core::config::Backend::Rethinkdb;
+    config.store.rethinkdb_address = format!("127.0.0.1:{port}");
+    config.store.rethinkdb_timeout_secs = 1;
+    let listeners = shotgun_cache_syncer::Listeners::bind_local()
+        .await
+        .expect("bind");
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(shotgun_cache_syncer::run(config, listeners, async move {
+        let _ = stop_rx.await;
+    }));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        !task.is_finished(),
+        "the syncer is still waiting for the store"
+    );
+    let _ = stop_tx.send(());
+    match tokio::time::timeout(Duration::from_secs(5), task).await {
+        Ok(Ok(Ok(()))) => {}
+        other => panic!("the syncer did not stop cleanly while waiting: {other:?}"),
+    }
+}
+
+/// A minimal config (one type) whose store section the test replaces.
+fn config_text_sqlite_free(url: &str, db: &std::path::Path) -> String {
+    format!(
+        "[site]\nurl = \"{url}\"\nscript_name = \"cache\"\n\n[store]\nsqlite_path = \"{}\"\n\n[syncer]\nadmin_listen = \"127.0.0.1:0\"\ngrpc_listen = \"127.0.0.1:0\"\n\n[types.Shot]\nfields = \"all\"\n",
+        db.display()
+    )
+}
