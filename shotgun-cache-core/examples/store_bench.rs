@@ -460,40 +460,53 @@ async fn writes(store: &SqliteStore, a: &Args, rng: &mut StdRng, now: i64) {
         "warm-up batch of 10,000 new entities (journaled, first commit of the process): {:.0} entities/s",
         10_000.0 / t.elapsed().as_secs_f64()
     );
-    let base = base + 10_000;
-    let fresh: Vec<EntityWrite> = (base..base + 10_000)
-        .map(|i| EntityWrite::Upsert {
-            entity: shot(rng, i, now),
-            floor: 0,
-            event_id: i,
-        })
-        .collect();
-    let t = Instant::now();
+    // Five timed batches (a long-running syncer commits batch after batch): each one's rate, the
+    // median, and the CPU time over all five.
+    let mut rates = Vec::new();
+    let mut entries = 0;
     let c = cpu_time();
-    let r = store
-        .commit(WriteBatch {
-            writes: fresh,
-            journal: true,
-            ..WriteBatch::default()
-        })
-        .await
-        .expect("batch upsert");
-    let d = t.elapsed();
+    let mut base = base + 10_000;
+    for _ in 0..5 {
+        let fresh: Vec<EntityWrite> = (base..base + 10_000)
+            .map(|i| EntityWrite::Upsert {
+                entity: shot(rng, i, now),
+                floor: 0,
+                event_id: i,
+            })
+            .collect();
+        base += 10_000;
+        let t = Instant::now();
+        let r = store
+            .commit(WriteBatch {
+                writes: fresh,
+                journal: true,
+                ..WriteBatch::default()
+            })
+            .await
+            .expect("batch upsert");
+        rates.push(10_000.0 / t.elapsed().as_secs_f64());
+        entries += r.journal.len();
+    }
     let cpu = cpu_time().saturating_sub(c);
     println!(
         "batch upsert CPU time: {:.0} entities per CPU-second",
-        10_000.0 / cpu.as_secs_f64().max(1e-3)
+        50_000.0 / cpu.as_secs_f64().max(1e-3)
     );
+    let each = rates
+        .iter()
+        .map(|r| format!("{r:.0}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    rates.sort_by(f64::total_cmp);
     println!(
-        "batch upsert of 10,000 new entities (journaled): {:.0} entities/s ({} journal entries) (target >= 50,000/s)",
-        10_000.0 / d.as_secs_f64(),
-        r.journal.len()
+        "batch upsert of 10,000 new entities (journaled): median {:.0} entities/s over 5 batches ({each}; {entries} journal entries) (target >= 50,000/s)",
+        rates[2]
     );
     let updates: Vec<EntityWrite> = (1..=10_000)
         .map(|i| EntityWrite::Upsert {
             entity: shot(rng, i * (a.entities / 10_000).max(1), now),
             floor: 0,
-            event_id: base + 20_000 + i,
+            event_id: base + i,
         })
         .collect();
     let t = Instant::now();
@@ -514,7 +527,7 @@ async fn writes(store: &SqliteStore, a: &Args, rng: &mut StdRng, now: i64) {
         .map(|i| EntityWrite::Patch {
             entity_type: "Shot".into(),
             id: 1 + (i * 7919) % a.entities,
-            event_id: base + 40_000 + i,
+            event_id: base + 20_000 + i,
             changes: vec![FieldChange::Set(
                 "sg_status_list".into(),
                 Value::Text(STATUSES[(i as usize) % STATUSES.len()].into()),

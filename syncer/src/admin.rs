@@ -3,9 +3,15 @@
 //! (Prometheus text, rendered from this syncer's own figures) and `/webhook` (verifies Shotgun's
 //! `X-SG-SIGNATURE: sha1=<hex>` HMAC in constant time and triggers an immediate poll; the data
 //! still comes from the event log).
+//!
+//! The per-type entity counts are a scan of each type's table (`count(*)` and the retired rows
+//! over millions of rows), so `/metrics` reuses them for [`COUNTS_MAX_AGE`]: a scraper polling it
+//! many times a second does not turn into a table scan per poll competing with the follower.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -26,6 +32,33 @@ pub struct Admin {
     /// A recorder owned by this syncer (not the global one), so several syncers in one process
     /// (tests) report their own figures.
     pub recorder: Arc<PrometheusRecorder>,
+    /// The last per-type counts and when they were read.
+    counts: Arc<Mutex<Option<(Instant, Counts)>>>,
+}
+
+type Counts = BTreeMap<String, (u64, u64)>;
+
+/// How long `/metrics` reuses the per-type entity counts.
+pub const COUNTS_MAX_AGE: Duration = Duration::from_secs(2);
+
+impl Admin {
+    /// The per-type (live, retired) counts, read again when the last reading is older than
+    /// [`COUNTS_MAX_AGE`].
+    async fn counts(&self) -> Counts {
+        let cached = self.counts.lock().ok().and_then(|c| {
+            c.as_ref()
+                .filter(|(at, _)| at.elapsed() < COUNTS_MAX_AGE)
+                .map(|(_, c)| c.clone())
+        });
+        if let Some(c) = cached {
+            return c;
+        }
+        let fresh = self.engine.type_counts().await;
+        if let Ok(mut c) = self.counts.lock() {
+            *c = Some((Instant::now(), fresh.clone()));
+        }
+        fresh
+    }
 }
 
 pub fn router(engine: Arc<Engine>) -> Router {
@@ -35,7 +68,11 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .route("/webhook", post(webhook))
-        .with_state(Admin { engine, recorder })
+        .with_state(Admin {
+            engine,
+            recorder,
+            counts: Arc::new(Mutex::new(None)),
+        })
 }
 
 async fn readyz(State(a): State<Admin>) -> impl IntoResponse {
@@ -94,7 +131,7 @@ pub async fn store_probe(
 
 async fn metrics_text(State(a): State<Admin>) -> impl IntoResponse {
     let s = &a.engine.status;
-    let counts = a.engine.type_counts().await;
+    let counts = a.counts().await;
     let progress = s.progress();
     let lag = s.lag_seconds();
     metrics::with_local_recorder(a.recorder.as_ref(), || {

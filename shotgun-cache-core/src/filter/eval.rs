@@ -227,6 +227,26 @@ impl Cx<'_> {
         }
     }
 
+    /// Whether `v` holds a link to `(entity_type, id)` under the link rule. The same answer as
+    /// `any_link` with a type-and-id visitor, but the target is only looked up (to see whether it
+    /// is retired) for a link that names it: most rows of a scan link elsewhere, and the lookup
+    /// is the expensive part.
+    fn links_to(&self, v: &Value, entity_type: &str, id: i64) -> bool {
+        let dropped = |r: &EntityRef| {
+            matches!(
+                link_state(self.src, &r.entity_type, r.id),
+                LinkState::Dropped
+            )
+        };
+        match v {
+            Value::Entity(r) => r.id == id && r.entity_type == entity_type && !dropped(r),
+            Value::MultiEntity(list) => list
+                .iter()
+                .any(|r| r.id == id && r.entity_type == entity_type && !dropped(r)),
+            _ => self.any_link(v, &mut |ty, got, _| ty == entity_type && got == Some(id)),
+        }
+    }
+
     fn link(&self, r: &EntityRef, f: &mut LinkVisitor<'_>) -> bool {
         match live_link_name(self.src, r) {
             None => false,
@@ -271,9 +291,7 @@ impl Cx<'_> {
             },
             D::Date | D::DateTime => cmp_values(v, x) == Some(Ordering::Equal),
             D::Entity | D::MultiEntity | D::Addressing | D::TagList => match x {
-                Value::Entity(want) => self.any_link(v, &mut |ty, id, _| {
-                    ty == want.entity_type && id == Some(want.id)
-                }),
+                Value::Entity(want) => self.links_to(v, &want.entity_type, want.id),
                 Value::Text(name) => {
                     self.any_link(v, &mut |_, _, n| n.is_some_and(|n| ci_eq(n, name)))
                 }

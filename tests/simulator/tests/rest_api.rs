@@ -702,3 +702,98 @@ async fn rest_writes() {
     assert_eq!(b["data"][0]["attributes"]["code"], "in_batch");
     assert_eq!(b["data"][1], true);
 }
+
+/// `id in [...]` (how the syncer re-reads rows by id) visits only the listed rows: the answer is the
+/// listed live rows in the requested order, other conditions still apply, and ids that do not exist
+/// or are retired are left out.
+#[tokio::test]
+async fn search_by_listed_ids() {
+    let h = small().await;
+    let mut live: Vec<(i64, String)> = h
+        .sim
+        .site()
+        .truth(Some(&["Shot".to_owned()]))
+        .iter()
+        .filter(|t| !t.retired)
+        .map(|t| {
+            let status = t.to_json()["sg_status_list"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned();
+            (t.id, status)
+        })
+        .collect();
+    live.sort();
+    assert!(live.len() > 20, "the small site has shots");
+    let first = live[0].0;
+    let last = live[live.len() - 1].0;
+    let middle = live[live.len() / 2].0;
+    // Unordered, with a duplicate and an id the site does not have.
+    let listed = json!([last, first, middle, first, last + 1_000_000]);
+    let (s, b) = h
+        .search(
+            "shots",
+            json!({"filters": [["id", "in", listed]], "fields": ["code"], "sort": "id", "page": {"size": 500}}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let ids: Vec<i64> = b["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(|r| r["id"].as_i64().expect("id"))
+        .collect();
+    assert_eq!(ids, vec![first, middle, last]);
+    let (s, b) = h
+        .search(
+            "shots",
+            json!({"filters": [["id", "in", listed]], "fields": ["code"], "sort": "-id", "page": {"size": 500}}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let ids: Vec<i64> = b["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(|r| r["id"].as_i64().expect("id"))
+        .collect();
+    assert_eq!(ids, vec![last, middle, first]);
+    // With another condition: only the listed rows that also match it.
+    let status = live[0].1.clone();
+    let expected: Vec<i64> = [first, middle, last]
+        .into_iter()
+        .filter(|id| live.iter().any(|(i, st)| i == id && *st == status))
+        .collect();
+    let (s, b) = h
+        .search(
+            "shots",
+            json!({"filters": [["id", "in", listed], ["sg_status_list", "is", status]], "fields": ["code"], "sort": "id", "page": {"size": 500}}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let ids: Vec<i64> = b["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(|r| r["id"].as_i64().expect("id"))
+        .collect();
+    assert_eq!(ids, expected);
+    assert!(ids.contains(&first));
+    // A retired row is not in the answer.
+    let actor = h.sim.site().script_actor("cache").expect("actor");
+    assert!(h.sim.site().delete(&actor, "Shot", middle).expect("retire"));
+    let (s, b) = h
+        .search(
+            "shots",
+            json!({"filters": [["id", "in", listed]], "fields": ["code"], "sort": "id", "page": {"size": 500}}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let ids: Vec<i64> = b["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(|r| r["id"].as_i64().expect("id"))
+        .collect();
+    assert_eq!(ids, vec![first, last]);
+}

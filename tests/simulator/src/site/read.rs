@@ -411,9 +411,13 @@ fn fast_id_bounds(v: &Json) -> Option<(i64, i64)> {
     Some((lo, hi))
 }
 
-/// Id bounds implied by a validated filter's top-level `and` (the filter itself is still evaluated).
-fn typed_id_bounds(f: &Filter) -> (i64, i64) {
+/// Id bounds implied by a validated filter's top-level `and` (the filter itself is still evaluated),
+/// and the listed ids when it holds an `id in [...]` of integers (re-reads by id): only those rows
+/// can match, and they are looked up one by one, as a real site's primary-key index would, instead
+/// of scanning every row between the smallest and the largest.
+fn typed_id_bounds(f: &Filter) -> (i64, i64, Option<Vec<i64>>) {
     let (mut lo, mut hi) = (i64::MIN, i64::MAX);
+    let mut listed: Option<Vec<i64>> = None;
     let conds: Vec<&Filter> = match f {
         Filter::Group {
             op: LogicalOp::And,
@@ -446,17 +450,27 @@ fn typed_id_bounds(f: &Filter) -> (i64, i64) {
                         _ => None,
                     })
                     .collect();
-                if let Some(ints) = ints
+                if let Some(mut ints) = ints
                     && let (Some(min), Some(max)) = (ints.iter().min(), ints.iter().max())
                 {
                     lo = lo.max(*min);
                     hi = hi.min(*max);
+                    ints.sort_unstable();
+                    ints.dedup();
+                    // Two `id in` conditions: the ids in both.
+                    listed = Some(match listed {
+                        Some(prev) => ints
+                            .into_iter()
+                            .filter(|i| prev.binary_search(i).is_ok())
+                            .collect(),
+                        None => ints,
+                    });
                 }
             }
             _ => {}
         }
     }
-    (lo, hi)
+    (lo, hi, listed)
 }
 
 /// A validator error as a site error, naming the field at fault when there is one.
@@ -482,8 +496,9 @@ fn bad_filter(e: FilterError) -> SiteError {
 enum Compiled {
     /// Only an id range: no evaluator needed.
     Range(i64, i64),
-    /// A range to scan plus the filter to evaluate on each row.
-    Eval(i64, i64, Filter),
+    /// A range to scan plus the filter to evaluate on each row; with listed ids (ascending), only
+    /// those rows of the range are visited.
+    Eval(i64, i64, Option<Vec<i64>>, Filter),
 }
 
 fn compile(st: &State, entity_type: &str, f: &QueryFilter) -> Result<Compiled, SiteError> {
@@ -495,15 +510,15 @@ fn compile(st: &State, entity_type: &str, f: &QueryFilter) -> Result<Compiled, S
             }
             let raw = filter::parse::parse_any(j).map_err(bad_filter)?;
             let typed = filter::validate(&st.schema, entity_type, &raw).map_err(bad_filter)?;
-            let (lo, hi) = typed_id_bounds(&typed);
-            Ok(Compiled::Eval(lo, hi, typed))
+            let (lo, hi, ids) = typed_id_bounds(&typed);
+            Ok(Compiled::Eval(lo, hi, ids, typed))
         }
         QueryFilter::Typed(t) => {
             if matches!(t, Filter::Group { op: LogicalOp::And, children } if children.is_empty()) {
                 return Ok(Compiled::Range(i64::MIN, i64::MAX));
             }
-            let (lo, hi) = typed_id_bounds(t);
-            Ok(Compiled::Eval(lo, hi, t.clone()))
+            let (lo, hi, ids) = typed_id_bounds(t);
+            Ok(Compiled::Eval(lo, hi, ids, t.clone()))
         }
     }
 }
@@ -546,9 +561,9 @@ fn scan<'a>(
     let Some(table) = st.tables.get(entity_type) else {
         return Ok(());
     };
-    let (lo, hi, filter) = match compiled {
-        Compiled::Range(lo, hi) => (*lo, *hi, None),
-        Compiled::Eval(lo, hi, f) => (*lo, *hi, Some(f)),
+    let (lo, hi, ids, filter) = match compiled {
+        Compiled::Range(lo, hi) => (*lo, *hi, None, None),
+        Compiled::Eval(lo, hi, ids, f) => (*lo, *hi, ids.as_deref(), Some(f)),
     };
     if lo > hi {
         return Ok(());
@@ -558,13 +573,31 @@ fn scan<'a>(
         fill_fields(f, &mut fill);
     }
     let now = DateTime::now();
-    let range = table.rows.range((Bound::Included(lo), Bound::Included(hi)));
-    let iter: Box<dyn Iterator<Item = (&i64, &Entity)>> = if descending {
-        Box::new(range.rev())
-    } else {
-        Box::new(range)
+    let iter: Box<dyn Iterator<Item = &Entity>> = match ids {
+        Some(ids) => {
+            let listed = ids
+                .iter()
+                .filter(move |i| (lo..=hi).contains(*i))
+                .filter_map(|i| table.rows.get(i));
+            if descending {
+                Box::new(listed.rev())
+            } else {
+                Box::new(listed)
+            }
+        }
+        None => {
+            let range = table
+                .rows
+                .range((Bound::Included(lo), Bound::Included(hi)))
+                .map(|(_, e)| e);
+            if descending {
+                Box::new(range.rev())
+            } else {
+                Box::new(range)
+            }
+        }
     };
-    for (_, e) in iter {
+    for e in iter {
         if e.retired != retired_only {
             continue;
         }
