@@ -429,6 +429,26 @@ async fn reads(store: &SqliteStore) {
     );
 }
 
+/// 10,000 new shots with ids (and event ids) from `base`, as upserts.
+fn new_shots(rng: &mut StdRng, base: i64, now: i64) -> Vec<EntityWrite> {
+    (base..base + 10_000)
+        .map(|i| EntityWrite::Upsert {
+            entity: shot(rng, i, now),
+            floor: 0,
+            event_id: i,
+        })
+        .collect()
+}
+
+/// A journaled batch of `writes` (as the syncer's live path commits).
+fn journaled(writes: Vec<EntityWrite>) -> WriteBatch {
+    WriteBatch {
+        writes,
+        journal: true,
+        ..WriteBatch::default()
+    }
+}
+
 async fn writes(store: &SqliteStore, a: &Args, rng: &mut StdRng, now: i64) {
     // 4. Batch upsert of 10,000 entities (journaled, as the syncer's live path): new rows, then updates.
     // Shot ids are contiguous from 1, so the new rows start after every row there is (a --reuse run
@@ -440,20 +460,9 @@ async fn writes(store: &SqliteStore, a: &Args, rng: &mut StdRng, now: i64) {
         + 1;
     // A long-running syncer writes with a warm page cache: one untimed batch first fills it (in a
     // fresh process the first batch also pays for growing the heap by the cache's size).
-    let warm: Vec<EntityWrite> = (base..base + 10_000)
-        .map(|i| EntityWrite::Upsert {
-            entity: shot(rng, i, now),
-            floor: 0,
-            event_id: i,
-        })
-        .collect();
     let t = Instant::now();
     store
-        .commit(WriteBatch {
-            writes: warm,
-            journal: true,
-            ..WriteBatch::default()
-        })
+        .commit(journaled(new_shots(rng, base, now)))
         .await
         .expect("warm-up batch");
     println!(
@@ -472,23 +481,10 @@ async fn writes(store: &SqliteStore, a: &Args, rng: &mut StdRng, now: i64) {
     let c = cpu_time();
     let mut base = base + 10_000;
     for _ in 0..batches {
-        let fresh: Vec<EntityWrite> = (base..base + 10_000)
-            .map(|i| EntityWrite::Upsert {
-                entity: shot(rng, i, now),
-                floor: 0,
-                event_id: i,
-            })
-            .collect();
+        let fresh = new_shots(rng, base, now);
         base += 10_000;
         let t = Instant::now();
-        let r = store
-            .commit(WriteBatch {
-                writes: fresh,
-                journal: true,
-                ..WriteBatch::default()
-            })
-            .await
-            .expect("batch upsert");
+        let r = store.commit(journaled(fresh)).await.expect("batch upsert");
         rates.push(10_000.0 / t.elapsed().as_secs_f64());
         entries += r.journal.len();
     }
@@ -516,11 +512,7 @@ async fn writes(store: &SqliteStore, a: &Args, rng: &mut StdRng, now: i64) {
         .collect();
     let t = Instant::now();
     store
-        .commit(WriteBatch {
-            writes: updates,
-            journal: true,
-            ..WriteBatch::default()
-        })
+        .commit(journaled(updates))
         .await
         .expect("batch update");
     println!(
@@ -541,14 +533,7 @@ async fn writes(store: &SqliteStore, a: &Args, rng: &mut StdRng, now: i64) {
         .collect();
     let t = Instant::now();
     let c = cpu_time();
-    store
-        .commit(WriteBatch {
-            writes: patches,
-            journal: true,
-            ..WriteBatch::default()
-        })
-        .await
-        .expect("batch patch");
+    store.commit(journaled(patches)).await.expect("batch patch");
     println!(
         "batch of 10,000 single-field patches (journaled, as event following writes): {:.0} patches/s ({:.0} per CPU-second)",
         10_000.0 / t.elapsed().as_secs_f64(),

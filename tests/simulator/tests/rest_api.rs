@@ -730,33 +730,9 @@ async fn search_by_listed_ids() {
     let middle = live[live.len() / 2].0;
     // Unordered, with a duplicate and an id the site does not have.
     let listed = json!([last, first, middle, first, last + 1_000_000]);
-    let (s, b) = h
-        .search(
-            "shots",
-            json!({"filters": [["id", "in", listed]], "fields": ["code"], "sort": "id", "page": {"size": 500}}),
-        )
-        .await;
-    assert_eq!(s, 200, "{b}");
-    let ids: Vec<i64> = b["data"]
-        .as_array()
-        .expect("data")
-        .iter()
-        .map(|r| r["id"].as_i64().expect("id"))
-        .collect();
+    let ids = shot_ids(&h, json!({"filters": [["id", "in", listed]], "fields": ["code"], "sort": "id", "page": {"size": 500}})).await;
     assert_eq!(ids, vec![first, middle, last]);
-    let (s, b) = h
-        .search(
-            "shots",
-            json!({"filters": [["id", "in", listed]], "fields": ["code"], "sort": "-id", "page": {"size": 500}}),
-        )
-        .await;
-    assert_eq!(s, 200, "{b}");
-    let ids: Vec<i64> = b["data"]
-        .as_array()
-        .expect("data")
-        .iter()
-        .map(|r| r["id"].as_i64().expect("id"))
-        .collect();
+    let ids = shot_ids(&h, json!({"filters": [["id", "in", listed]], "fields": ["code"], "sort": "-id", "page": {"size": 500}})).await;
     assert_eq!(ids, vec![last, middle, first]);
     // With another condition: only the listed rows that also match it.
     let status = live[0].1.clone();
@@ -764,36 +740,24 @@ async fn search_by_listed_ids() {
         .into_iter()
         .filter(|id| live.iter().any(|(i, st)| i == id && *st == status))
         .collect();
-    let (s, b) = h
-        .search(
-            "shots",
-            json!({"filters": [["id", "in", listed], ["sg_status_list", "is", status]], "fields": ["code"], "sort": "id", "page": {"size": 500}}),
-        )
-        .await;
-    assert_eq!(s, 200, "{b}");
-    let ids: Vec<i64> = b["data"]
-        .as_array()
-        .expect("data")
-        .iter()
-        .map(|r| r["id"].as_i64().expect("id"))
-        .collect();
+    let ids = shot_ids(&h, json!({"filters": [["id", "in", listed], ["sg_status_list", "is", status]], "fields": ["code"], "sort": "id", "page": {"size": 500}})).await;
     assert_eq!(ids, expected);
     assert!(ids.contains(&first));
     // A retired row is not in the answer.
     let actor = h.sim.site().script_actor("cache").expect("actor");
     assert!(h.sim.site().delete(&actor, "Shot", middle).expect("retire"));
-    let (s, b) = h
-        .search(
-            "shots",
-            json!({"filters": [["id", "in", listed]], "fields": ["code"], "sort": "id", "page": {"size": 500}}),
-        )
-        .await;
+    let ids = shot_ids(&h, json!({"filters": [["id", "in", listed]], "fields": ["code"], "sort": "id", "page": {"size": 500}})).await;
+    assert_eq!(ids, vec![first, last]);
+}
+
+/// The ids of the shots a `_search` with `body` answers.
+async fn shot_ids(h: &common::Harness, body: Json) -> Vec<i64> {
+    let (s, b) = h.search("shots", body).await;
     assert_eq!(s, 200, "{b}");
-    let ids: Vec<i64> = b["data"]
+    b["data"]
         .as_array()
         .expect("data")
         .iter()
         .map(|r| r["id"].as_i64().expect("id"))
-        .collect();
-    assert_eq!(ids, vec![first, last]);
+        .collect()
 }
