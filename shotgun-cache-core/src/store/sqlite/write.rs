@@ -257,10 +257,11 @@ fn apply(conn: &Connection, tgt: &mut Target<'_>, w: &EntityWrite) -> Result<App
         EntityWrite::Patch {
             event_id, changes, ..
         } => {
-            let Some(old) = existing else {
+            let Some(mut row) = existing else {
                 return Ok(missing());
             };
-            let mut row = old.clone();
+            // The versions before this patch (the row itself is changed in place).
+            let old_versions = row.versions.clone();
             let mut changed = BTreeSet::new();
             let mut multi_changed = Vec::new();
             let mut cols_changed: Vec<&str> = Vec::new();
@@ -271,7 +272,7 @@ fn apply(conn: &Connection, tgt: &mut Target<'_>, w: &EntityWrite) -> Result<App
                 };
                 // Compare with the version before this patch: one event may carry several
                 // changes of one field (multi_entity `removed` and `added`).
-                if *event_id <= old.versions.get(&f.name) {
+                if *event_id <= old_versions.get(&f.name) {
                     continue;
                 }
                 any_applied = true;
