@@ -714,6 +714,51 @@ pub async fn multi_entity_add_remove<S: Store>(s: &S) {
         &reorder,
         "but the new name is stored"
     );
+    // Lists that share a prefix with the stored one: a full write, a removal from the middle, a
+    // removal and an addition in one event. Filters on the field see exactly the current links.
+    let has = |id: i64| json!([["assets", "is", {"type": "Asset", "id": id}]]);
+    let four = Value::MultiEntity(vec![
+        link("Asset", 2, "renamed"),
+        link("Asset", 3, "c"),
+        link("Asset", 4, "d"),
+        link("Asset", 5, "e"),
+    ]);
+    commit(
+        s,
+        journaled(vec![upsert(
+            entity("Shot", 1, &[("assets", four.clone())]),
+            0,
+            13,
+        )]),
+    )
+    .await;
+    assert_eq!(get(s, "Shot", 1).await.get("assets"), &four);
+    let rm = FieldChange::Remove("assets".into(), vec![EntityRef::new("Asset", 3)]);
+    commit(s, journaled(vec![patch("Shot", 1, 14, vec![rm])])).await;
+    let swap = vec![
+        FieldChange::Remove("assets".into(), vec![EntityRef::new("Asset", 4)]),
+        FieldChange::Add("assets".into(), vec![link("Asset", 6, "f")]),
+    ];
+    commit(s, journaled(vec![patch("Shot", 1, 15, swap)])).await;
+    let now = Value::MultiEntity(vec![
+        link("Asset", 2, "renamed"),
+        link("Asset", 5, "e"),
+        link("Asset", 6, "f"),
+    ]);
+    assert_eq!(get(s, "Shot", 1).await.get("assets"), &now);
+    for (asset, want) in [
+        (2, vec![1]),
+        (3, vec![]),
+        (4, vec![]),
+        (5, vec![1]),
+        (6, vec![1]),
+    ] {
+        assert_eq!(
+            find_ids(s, "Shot", has(asset), false).await,
+            want,
+            "Shot 1 links Asset {asset}?"
+        );
+    }
 }
 
 /// The journal: one entry per change, strictly increasing sequence numbers, nothing for a

@@ -74,7 +74,9 @@ impl RowSql {
             multi_insert: format!(
                 "INSERT INTO {multi} (src_id, field, pos, dst_type, dst_id, name) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
             ),
-            multi_delete_field: format!("DELETE FROM {multi} WHERE src_id = ?1 AND field = ?2"),
+            multi_delete_field: format!(
+                "DELETE FROM {multi} WHERE src_id = ?1 AND field = ?2 AND pos >= ?3"
+            ),
             multi_delete_all: format!("DELETE FROM {multi} WHERE src_id = ?1"),
             delete: format!("DELETE FROM {table} WHERE id = ?1"),
             table,
@@ -242,8 +244,16 @@ pub(crate) fn write(
     conn.prepare_cached(&sql.upsert)
         .and_then(|mut s| s.execute(params_from_iter(vals)))
         .map_err(sql_err)?;
-    write_multi(conn, layout, sql, e, multi_fields, is_new)
+    if is_new {
+        insert_links(conn, layout, sql, e, multi_fields, 0)
+    } else {
+        let stored: Vec<(&str, &Value)> = multi_fields.iter().map(|f| (*f, &NULL_LINKS)).collect();
+        write_multi(conn, layout, sql, e, &stored)
+    }
 }
+
+/// An old value that matches no stored side row: every side row of the field is rewritten.
+const NULL_LINKS: Value = Value::Null;
 
 /// The bookkeeping values after `id`, in [`BOOK_COLUMNS`] order.
 fn book_values(row: &StoredRow) -> [SqlValue; 6] {
@@ -273,7 +283,7 @@ pub(crate) fn update(
     sql: &RowSql,
     row: &StoredRow,
     fields: &[&str],
-    multi_fields: &[&str],
+    multi_fields: &[(&str, &Value)],
 ) -> Result<(), StoreError> {
     let e = &row.entity;
     let t = &layout.entity_type;
@@ -301,43 +311,66 @@ pub(crate) fn update(
     conn.prepare_cached(&q)
         .and_then(|mut s| s.execute(params_from_iter(vals)))
         .map_err(sql_err)?;
-    write_multi(conn, layout, sql, e, multi_fields, false)
+    write_multi(conn, layout, sql, e, multi_fields)
 }
 
-/// Rewrites the side rows of `multi_fields` (`is_new`: there are none to delete first).
+/// Brings the side rows of each `(field, stored value)` in `multi_fields` to the entity's value.
+/// The stored value is what the side rows hold (read in this transaction): the links both values
+/// share as a prefix stay, the rest is deleted and written again, so adding a link at the end
+/// writes one row instead of the whole list.
 fn write_multi(
     conn: &Connection,
     layout: &TypeLayout,
     sql: &RowSql,
     e: &Entity,
-    multi_fields: &[&str],
-    is_new: bool,
+    multi_fields: &[(&str, &Value)],
 ) -> Result<(), StoreError> {
-    let t = &layout.entity_type;
-    for f in &layout.fields {
-        if Shape::of(f.data_type) != Shape::Multi || !multi_fields.contains(&f.name.as_str()) {
-            continue;
-        }
-        if !is_new {
-            conn.prepare_cached(&sql.multi_delete_field)
-                .and_then(|mut s| s.execute(params![e.id, f.name]))
-                .map_err(sql_err)?;
-        }
-        let links = match e.get(&f.name) {
-            Value::MultiEntity(l) => l.as_slice(),
-            Value::Null => &[],
-            other => {
-                return Err(StoreError::Invalid(format!(
-                    "value {other:?} does not fit multi_entity field {t}.{}",
-                    f.name
-                )));
-            }
+    for (field, stored) in multi_fields {
+        let new = links_of(layout, field, e.get(field))?;
+        let keep = match stored {
+            Value::MultiEntity(old) => old.iter().zip(new).take_while(|(a, b)| a == b).count(),
+            _ => 0,
         };
-        let mut stmt = conn.prepare_cached(&sql.multi_insert).map_err(sql_err)?;
-        for (pos, l) in links.iter().enumerate() {
+        conn.prepare_cached(&sql.multi_delete_field)
+            .and_then(|mut s| s.execute(params![e.id, field, keep as i64]))
+            .map_err(sql_err)?;
+        insert_links(conn, layout, sql, e, &[field], keep)?;
+    }
+    Ok(())
+}
+
+/// The links of a multi_entity value (`Null` reads as none).
+fn links_of<'a>(
+    layout: &TypeLayout,
+    field: &str,
+    v: &'a Value,
+) -> Result<&'a [EntityRef], StoreError> {
+    match v {
+        Value::MultiEntity(l) => Ok(l.as_slice()),
+        Value::Null => Ok(&[]),
+        other => Err(StoreError::Invalid(format!(
+            "value {other:?} does not fit multi_entity field {}.{field}",
+            layout.entity_type
+        ))),
+    }
+}
+
+/// Inserts the side rows of `fields` from position `from` on.
+fn insert_links(
+    conn: &Connection,
+    layout: &TypeLayout,
+    sql: &RowSql,
+    e: &Entity,
+    fields: &[&str],
+    from: usize,
+) -> Result<(), StoreError> {
+    let mut stmt = conn.prepare_cached(&sql.multi_insert).map_err(sql_err)?;
+    for field in fields {
+        let links = links_of(layout, field, e.get(field))?;
+        for (pos, l) in links.iter().enumerate().skip(from) {
             stmt.execute(params![
                 e.id,
-                f.name,
+                field,
                 pos as i64,
                 l.entity_type,
                 l.id,

@@ -218,7 +218,16 @@ fn apply(conn: &Connection, tgt: &mut Target<'_>, w: &EntityWrite) -> Result<App
                     .collect();
                 rows::write(conn, layout, &tgt.sql, &row, &multi, true)?;
             } else if differs {
-                rows::update(conn, layout, &tgt.sql, &row, &cols_changed, &multi_changed)?;
+                let stored: Vec<(&str, &Value)> = multi_changed
+                    .iter()
+                    .map(|f| {
+                        (
+                            *f,
+                            existing.as_ref().map_or(&Value::Null, |o| o.entity.get(f)),
+                        )
+                    })
+                    .collect();
+                rows::update(conn, layout, &tgt.sql, &row, &cols_changed, &stored)?;
             }
             Ok(if is_new {
                 let fields = layout
@@ -263,7 +272,9 @@ fn apply(conn: &Connection, tgt: &mut Target<'_>, w: &EntityWrite) -> Result<App
             // The versions before this patch (the row itself is changed in place).
             let old_versions = row.versions.clone();
             let mut changed = BTreeSet::new();
-            let mut multi_changed = Vec::new();
+            // Each changed multi_entity field with its value before this patch (what its side rows
+            // hold).
+            let mut multi_changed: Vec<(&str, Value)> = Vec::new();
             let mut cols_changed: Vec<&str> = Vec::new();
             let mut any_applied = false;
             for c in changes {
@@ -293,13 +304,13 @@ fn apply(conn: &Connection, tgt: &mut Target<'_>, w: &EntityWrite) -> Result<App
                     changed.insert(f.name.clone());
                 }
                 if cur != new {
-                    let list = if Shape::of(f.data_type) == Shape::Multi {
-                        &mut multi_changed
-                    } else {
-                        &mut cols_changed
-                    };
-                    if !list.contains(&f.name.as_str()) {
-                        list.push(f.name.as_str());
+                    let name = f.name.as_str();
+                    if Shape::of(f.data_type) != Shape::Multi {
+                        if !cols_changed.contains(&name) {
+                            cols_changed.push(name);
+                        }
+                    } else if !multi_changed.iter().any(|(n, _)| *n == name) {
+                        multi_changed.push((name, cur.clone()));
                     }
                     if tgt.display_field == Some(f.name.as_str()) {
                         row.entity.display_name = display_from(&new);
@@ -312,7 +323,8 @@ fn apply(conn: &Connection, tgt: &mut Target<'_>, w: &EntityWrite) -> Result<App
             }
             row.entity.last_event_id = row.entity.last_event_id.max(*event_id);
             row.entity.versions = row.versions.expand(layout);
-            rows::update(conn, layout, &tgt.sql, &row, &cols_changed, &multi_changed)?;
+            let stored: Vec<(&str, &Value)> = multi_changed.iter().map(|(n, v)| (*n, v)).collect();
+            rows::update(conn, layout, &tgt.sql, &row, &cols_changed, &stored)?;
             Ok(if changed.is_empty() {
                 unchanged()
             } else {
