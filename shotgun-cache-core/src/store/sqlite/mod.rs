@@ -107,11 +107,16 @@ pub(crate) fn sql_err(e: rusqlite::Error) -> StoreError {
                 rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
             ) =>
         {
-            StoreError::Unavailable(e.to_string())
+            StoreError::Unavailable(format!("{LOCKED}{e}"))
         }
         _ => StoreError::Internal(format!("sqlite: {e}")),
     }
 }
+
+/// How an `Unavailable` error for a file locked by another connection begins.
+const LOCKED: &str = "the store file is locked by another connection: ";
+/// How long `open` waits for a file that another process is creating or recovering.
+const OPEN_LOCKED_WAIT: Duration = Duration::from_secs(15);
 
 fn text_arg<'a>(ctx: &'a rusqlite::functions::Context<'_>, i: usize) -> Option<&'a str> {
     match ctx.get_raw(i) {
@@ -475,7 +480,26 @@ pub struct SqliteStore {
 
 impl SqliteStore {
     /// Opens (creating if needed) the store file at `path`.
+    ///
+    /// Two processes that open a new file at the same moment (a syncer and a query-server started
+    /// together) can find it locked for a moment while the other one creates it: a locked file is
+    /// tried again for up to [`OPEN_LOCKED_WAIT`].
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        let deadline = std::time::Instant::now() + OPEN_LOCKED_WAIT;
+        loop {
+            match SqliteStore::open_once(path) {
+                Err(StoreError::Unavailable(m))
+                    if m.starts_with(LOCKED) && std::time::Instant::now() < deadline =>
+                {
+                    tracing::debug!(error = %m, "store file locked while opening; trying again");
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                r => return r,
+            }
+        }
+    }
+
+    fn open_once(path: &Path) -> Result<SqliteStore, StoreError> {
         let conn = open_connection(path, Role::Reader)?;
         let exists: bool = conn
             .query_row(
