@@ -208,33 +208,19 @@ pub(crate) fn load(
     Ok(Some(row))
 }
 
-/// Writes a row (insert or update) and rewrites the side rows of `multi_fields` (all of them for a
-/// new row).
-pub(crate) fn write(
+/// Writes a new row and the side rows of its `multi_fields` (an existing row goes through
+/// [`update`], which writes only what changed).
+pub(crate) fn write_new(
     conn: &Connection,
     layout: &TypeLayout,
     sql: &RowSql,
     row: &StoredRow,
     multi_fields: &[&str],
-    is_new: bool,
 ) -> Result<(), StoreError> {
     let e = &row.entity;
     let t = &layout.entity_type;
-    let mut vals: Vec<SqlValue> = vec![
-        SqlValue::Integer(e.id),
-        SqlValue::Integer(i64::from(e.retired)),
-        SqlValue::Integer(e.retired_version),
-        SqlValue::Integer(e.last_event_id),
-        e.display_name
-            .clone()
-            .map(SqlValue::Text)
-            .unwrap_or(SqlValue::Null),
-        SqlValue::Integer(row.versions.base),
-        row.versions
-            .above_json()
-            .map(SqlValue::Text)
-            .unwrap_or(SqlValue::Null),
-    ];
+    let mut vals: Vec<SqlValue> = vec![SqlValue::Integer(e.id)];
+    vals.extend(book_values(row));
     for f in &layout.fields {
         if Shape::of(f.data_type) == Shape::Multi {
             continue;
@@ -244,16 +230,8 @@ pub(crate) fn write(
     conn.prepare_cached(&sql.upsert)
         .and_then(|mut s| s.execute(params_from_iter(vals)))
         .map_err(sql_err)?;
-    if is_new {
-        insert_links(conn, layout, sql, e, multi_fields, 0)
-    } else {
-        let stored: Vec<(&str, &Value)> = multi_fields.iter().map(|f| (*f, &NULL_LINKS)).collect();
-        write_multi(conn, layout, sql, e, &stored)
-    }
+    insert_links(conn, layout, sql, e, multi_fields, 0)
 }
-
-/// An old value that matches no stored side row: every side row of the field is rewritten.
-const NULL_LINKS: Value = Value::Null;
 
 /// The bookkeeping values after `id`, in [`BOOK_COLUMNS`] order.
 fn book_values(row: &StoredRow) -> [SqlValue; 6] {
@@ -275,7 +253,7 @@ fn book_values(row: &StoredRow) -> [SqlValue; 6] {
 }
 
 /// Updates an existing row in place: its bookkeeping columns, the columns of `fields` (the
-/// non-multi fields that changed) and the side rows of `multi_fields`. Unlike [`write`], SQLite then
+/// non-multi fields that changed) and the side rows of `multi_fields`. Unlike [`write_new`], SQLite then
 /// maintains only the indexes of the columns that changed, which is what keeps patches cheap.
 pub(crate) fn update(
     conn: &Connection,

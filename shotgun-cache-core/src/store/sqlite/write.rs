@@ -216,7 +216,7 @@ fn apply(conn: &Connection, tgt: &mut Target<'_>, w: &EntityWrite) -> Result<App
                     .filter(|f| f.data_type == DataType::MultiEntity)
                     .map(|f| f.name.as_str())
                     .collect();
-                rows::write(conn, layout, &tgt.sql, &row, &multi, true)?;
+                rows::write_new(conn, layout, &tgt.sql, &row, &multi)?;
             } else if differs {
                 let stored: Vec<(&str, &Value)> = multi_changed
                     .iter()
