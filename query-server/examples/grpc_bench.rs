@@ -389,10 +389,15 @@ fn rss_kb(pid: u32, key: &str) -> Option<u64> {
 }
 
 async fn connect(url: &str) -> anyhow::Result<QueryServiceClient<Channel>> {
+    Ok(QueryServiceClient::new(connect_channel(url).await?).max_decoding_message_size(64 << 20))
+}
+
+/// A channel to the query-server, once it answers a Count (it may still be starting).
+async fn connect_channel(url: &str) -> anyhow::Result<Channel> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(ch) = Channel::from_shared(url.to_owned())?.connect().await {
-            let mut c = QueryServiceClient::new(ch).max_decoding_message_size(64 << 20);
+            let mut c = QueryServiceClient::new(ch.clone());
             if c.count(pb::CountRequest {
                 entity_type: "Sequence".into(),
                 ..Default::default()
@@ -400,7 +405,7 @@ async fn connect(url: &str) -> anyhow::Result<QueryServiceClient<Channel>> {
             .await
             .is_ok()
             {
-                return Ok(c);
+                return Ok(ch);
             }
         }
         anyhow::ensure!(
@@ -683,6 +688,143 @@ fn side_by_side(all: &[Figures]) {
     }
 }
 
+/// How the throughput run's load client decodes a FindResponse.
+#[derive(Clone, Copy, PartialEq)]
+enum Decode {
+    /// Into the generated `FindResponse`, every record's fields into a map (what an application
+    /// does).
+    Full,
+    /// Only the response's framing: each record is left as its encoded bytes (checked to be 50 of
+    /// them, none empty). The client shares the machine's 2 cores with the server, and a full
+    /// decode of 50 records with their field maps costs it about as much CPU as the server spends
+    /// answering, so this run shows what the server sustains when the client is cheap.
+    Framing,
+}
+
+/// The load client's view of a `FindResponse` for [`Decode::Framing`]: the same field numbers as
+/// `shotgun_cache.v1.FindResponse`, with each record kept as bytes.
+#[derive(Clone, PartialEq, prost::Message)]
+struct FindResponseFraming {
+    #[prost(bytes = "bytes", repeated, tag = "1")]
+    records: Vec<bytes::Bytes>,
+    #[prost(string, tag = "2")]
+    next_cursor: String,
+}
+
+/// One throughput run's figures.
+struct Throughput {
+    total: u64,
+    elapsed: f64,
+    server_cpu_secs: f64,
+    client_cpu_secs: f64,
+    db_cpu_secs: Option<f64>,
+    peak_rss: u64,
+    peak_anon: u64,
+}
+
+impl Throughput {
+    fn per_sec(&self) -> f64 {
+        self.total as f64 / self.elapsed
+    }
+
+    /// CPU seconds spread over the run's Finds, in microseconds each.
+    fn per_find(&self, cpu_secs: f64) -> f64 {
+        cpu_secs * 1e6 / self.total.max(1) as f64
+    }
+}
+
+/// One Find of [`indexed_find`] decoded only to its framing, on a raw gRPC client.
+async fn find_framing(
+    grpc: &mut tonic::client::Grpc<Channel>,
+    req: pb::FindRequest,
+) -> anyhow::Result<()> {
+    grpc.ready().await?;
+    let codec = tonic_prost::ProstCodec::<pb::FindRequest, FindResponseFraming>::default();
+    let path =
+        tonic::codegen::http::uri::PathAndQuery::from_static("/shotgun_cache.v1.QueryService/Find");
+    let resp = grpc
+        .unary(tonic::Request::new(req), path, codec)
+        .await?
+        .into_inner();
+    anyhow::ensure!(
+        resp.records.len() == 50 && resp.records.iter().all(|r| !r.is_empty()),
+        "a Find returned {} records",
+        resp.records.len()
+    );
+    Ok(())
+}
+
+/// 32 clients, each on its own connection, run the indexed Find for `secs` seconds.
+async fn throughput(
+    url: &str,
+    pid: u32,
+    t: &Target,
+    secs: u64,
+    decode: Decode,
+) -> anyhow::Result<Throughput> {
+    let seqs = sequences(t.rows);
+    // Connect every client first, so the run measures Finds only.
+    let mut channels = Vec::new();
+    for _ in 0..32 {
+        channels.push(connect_channel(url).await?);
+    }
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut tasks = Vec::new();
+    for (w, ch) in channels.into_iter().enumerate() {
+        let mut c = QueryServiceClient::new(ch.clone()).max_decoding_message_size(64 << 20);
+        let mut grpc = tonic::client::Grpc::new(ch).max_decoding_message_size(64 << 20);
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            let mut k = w as i64;
+            while Instant::now() < deadline {
+                k = (k * 31 + 17) % seqs + 1;
+                match decode {
+                    Decode::Full => {
+                        let r = c.find(indexed_find(k)).await?.into_inner();
+                        anyhow::ensure!(
+                            r.records.len() == 50,
+                            "a Find returned {} records",
+                            r.records.len()
+                        );
+                    }
+                    Decode::Framing => find_framing(&mut grpc, indexed_find(k)).await?,
+                }
+                n += 1;
+            }
+            anyhow::Ok(n)
+        }));
+    }
+    let started = Instant::now();
+    let cpu_before = cpu_ticks(pid);
+    let client_cpu_before = cpu_ticks(std::process::id());
+    let db_cpu_before = t.reqlite_pid.map(cpu_ticks);
+    let mut peak_rss = 0;
+    let mut peak_anon = 0;
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        peak_rss = peak_rss.max(rss_kb(pid, "VmRSS:").unwrap_or(0));
+        peak_anon = peak_anon.max(rss_kb(pid, "RssAnon:").unwrap_or(0));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await??;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let secs_of = |ticks: u64| ticks as f64 / 100.0;
+    Ok(Throughput {
+        total,
+        elapsed,
+        server_cpu_secs: secs_of(cpu_ticks(pid).saturating_sub(cpu_before)),
+        client_cpu_secs: secs_of(cpu_ticks(std::process::id()).saturating_sub(client_cpu_before)),
+        db_cpu_secs: t
+            .reqlite_pid
+            .zip(db_cpu_before)
+            .map(|(p, before)| secs_of(cpu_ticks(p).saturating_sub(before))),
+        peak_rss,
+        peak_anon,
+    })
+}
+
 async fn bench(url: &str, pid: u32, t: &Target, secs: u64) -> anyhow::Result<Figures> {
     let store = t.store.as_ref();
     let seqs = sequences(t.rows);
@@ -756,75 +898,63 @@ async fn bench(url: &str, pid: u32, t: &Target, secs: u64) -> anyhow::Result<Fig
     report(name, &h);
     fig.push(name, Cell::of(&h));
 
-    // Throughput: 32 concurrent clients, each on its own connection.
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    let mut tasks = Vec::new();
-    for w in 0..32i64 {
-        let url = url.to_owned();
-        tasks.push(tokio::spawn(async move {
-            let mut c = connect(&url).await?;
-            let mut n = 0u64;
-            let mut k = w;
-            while Instant::now() < deadline {
-                k = (k * 31 + 17) % seqs + 1;
-                c.find(indexed_find(k)).await?;
-                n += 1;
-            }
-            anyhow::Ok(n)
-        }));
-    }
-    let started = Instant::now();
-    let cpu_before = cpu_ticks(pid);
-    let db_cpu_before = t.reqlite_pid.map(cpu_ticks);
-    let mut peak_rss = 0;
-    let mut peak_anon = 0;
-    while Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        peak_rss = peak_rss.max(rss_kb(pid, "VmRSS:").unwrap_or(0));
-        peak_anon = peak_anon.max(rss_kb(pid, "RssAnon:").unwrap_or(0));
-    }
-    let mut total = 0;
-    for t in tasks {
-        total += t.await??;
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    let cpu_secs = cpu_ticks(pid).saturating_sub(cpu_before) as f64 / 100.0;
-    fig.push(
-        "indexed Find, 32 concurrent clients (gRPC): Find/s",
-        Cell::Text(format!(
-            "{:.0} Find/s ({total} in {elapsed:.1} s)",
-            total as f64 / elapsed
-        )),
-    );
-    println!(
-        "{:<58} {:.0} Find/s ({total} in {elapsed:.1} s; client and server share the machine's cores)",
-        "indexed Find, 32 concurrent clients (gRPC)",
-        total as f64 / elapsed
-    );
-    if let (Some(pid), Some(before), true) = (t.reqlite_pid, db_cpu_before, total > 0) {
-        let db_secs = cpu_ticks(pid).saturating_sub(before) as f64 / 100.0;
+    // Throughput: 32 concurrent clients, each on its own connection; first decoding every
+    // response in full, then decoding only each response's record framing (see `Decode`).
+    let full = throughput(url, pid, t, secs, Decode::Full).await?;
+    let framing = throughput(url, pid, t, secs, Decode::Framing).await?;
+    for (run, label) in [(&full, "full decode"), (&framing, "framing decode")] {
+        let name = format!("indexed Find, 32 concurrent clients, {label} (gRPC): Find/s");
         fig.push(
-            "  database server CPU per Find (reqlite process)",
-            Cell::Text(format!("{:.0} us", db_secs * 1e6 / total as f64)),
+            &name,
+            Cell::Text(format!(
+                "{:.0} Find/s ({} in {:.1} s)",
+                run.per_sec(),
+                run.total,
+                run.elapsed
+            )),
         );
         println!(
-            "{:<58} {:.0} us CPU per Find ({db_secs:.1} CPU-s)",
-            "  reqlite CPU",
-            db_secs * 1e6 / total as f64
+            "{:<58} {:.0} Find/s ({} in {:.1} s; client and server share the machine's cores)",
+            format!("indexed Find, 32 clients, {label}"),
+            run.per_sec(),
+            run.total,
+            run.elapsed
         );
-    }
-    if total > 0 {
+        if let Some(db_secs) = run.db_cpu_secs {
+            fig.push(
+                "  database server CPU per Find (reqlite process)",
+                Cell::Text(format!("{:.0} us", run.per_find(db_secs))),
+            );
+            println!(
+                "{:<58} {:.0} us CPU per Find ({db_secs:.1} CPU-s)",
+                "  reqlite CPU",
+                run.per_find(db_secs)
+            );
+        }
         fig.push(
             "  query-server CPU per Find (server process only)",
-            Cell::Text(format!("{:.0} us", cpu_secs * 1e6 / total as f64)),
+            Cell::Text(format!("{:.0} us", run.per_find(run.server_cpu_secs))),
         );
         println!(
-            "{:<58} {:.0} us CPU per Find (server process only: {cpu_secs:.1} CPU-s), i.e. {:.0} Find/s per core",
+            "{:<58} {:.0} us CPU per Find (server process only: {:.1} CPU-s), i.e. {:.0} Find/s per core",
             "  query-server CPU",
-            cpu_secs * 1e6 / total as f64,
-            total as f64 / cpu_secs.max(0.01)
+            run.per_find(run.server_cpu_secs),
+            run.server_cpu_secs,
+            run.total as f64 / run.server_cpu_secs.max(0.01)
+        );
+        fig.push(
+            "  load client CPU per Find (this process, same cores)",
+            Cell::Text(format!("{:.0} us", run.per_find(run.client_cpu_secs))),
+        );
+        println!(
+            "{:<58} {:.0} us CPU per Find (the 32 clients: {:.1} CPU-s)",
+            "  load client CPU",
+            run.per_find(run.client_cpu_secs),
+            run.client_cpu_secs
         );
     }
+    let peak_rss = full.peak_rss.max(framing.peak_rss);
+    let peak_anon = full.peak_anon.max(framing.peak_anon);
 
     // Watch: 100 subscribers; latency from the writer's commit to delivery.
     let subscribers = 100;

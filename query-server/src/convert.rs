@@ -275,11 +275,11 @@ pub(crate) fn watch_from_pb(r: &pb::WatchRequest) -> Result<WatchParams, QueryEr
 // ---------------------------------------------------------------------------------------------
 // Outbound: domain → proto.
 
-fn entity_ref_to_pb(r: &EntityRef) -> pb::EntityRef {
+fn entity_ref_to_pb(r: EntityRef) -> pb::EntityRef {
     pb::EntityRef {
-        r#type: r.entity_type.clone(),
+        r#type: r.entity_type,
         id: r.id,
-        name: r.name.clone(),
+        name: r.name,
     }
 }
 
@@ -300,18 +300,23 @@ fn date_to_pb(d: Date) -> pb::Date {
 
 /// A domain value as a proto value.
 pub fn value_to_pb(v: &Value) -> pb::Value {
+    value_into_pb(v.clone())
+}
+
+/// A value on the wire, moving its strings rather than copying them.
+pub fn value_into_pb(v: Value) -> pb::Value {
     use pb::value::Kind;
     let kind = match v {
         Value::Null => Kind::NullValue(prost_types::NullValue::NullValue as i32),
-        Value::Bool(b) => Kind::BoolValue(*b),
-        Value::Int(i) => Kind::IntValue(*i),
-        Value::Float(f) => Kind::DoubleValue(*f),
-        Value::Text(s) => Kind::StringValue(s.clone()),
-        Value::Date(d) => Kind::DateValue(date_to_pb(*d)),
-        Value::DateTime(t) => Kind::TimestampValue(timestamp(*t)),
+        Value::Bool(b) => Kind::BoolValue(b),
+        Value::Int(i) => Kind::IntValue(i),
+        Value::Float(f) => Kind::DoubleValue(f),
+        Value::Text(s) => Kind::StringValue(s),
+        Value::Date(d) => Kind::DateValue(date_to_pb(d)),
+        Value::DateTime(t) => Kind::TimestampValue(timestamp(t)),
         Value::Entity(r) => Kind::EntityValue(entity_ref_to_pb(r)),
         Value::MultiEntity(list) => Kind::EntitiesValue(pb::EntityRefList {
-            refs: list.iter().map(entity_ref_to_pb).collect(),
+            refs: list.into_iter().map(entity_ref_to_pb).collect(),
         }),
         Value::Json(j) => Kind::JsonValue(j.to_string()),
     };
@@ -324,8 +329,8 @@ pub(crate) fn record_to_pb(r: Record) -> pb::Record {
         id: r.id,
         fields: r
             .fields
-            .iter()
-            .map(|(k, v)| (k.clone(), value_to_pb(v)))
+            .into_iter()
+            .map(|(k, v)| (k, value_into_pb(v)))
             .collect(),
     }
 }

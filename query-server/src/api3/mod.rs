@@ -643,7 +643,7 @@ pub async fn summarize_grpc(
 
 fn summaries_to_pb(
     s: &[(String, shotgun_cache_core::model::Value)],
-) -> std::collections::HashMap<String, shotgun_cache_proto::v1::Value> {
+) -> std::collections::BTreeMap<String, shotgun_cache_proto::v1::Value> {
     s.iter()
         .map(|(k, v)| (k.clone(), crate::convert::value_to_pb(v)))
         .collect()
