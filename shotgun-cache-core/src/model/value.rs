@@ -346,3 +346,74 @@ impl Value {
         }
     }
 }
+
+/// The JSON form of [`EntityRef::to_json`], written straight to a serializer (no `Json` tree).
+impl serde::Serialize for EntityRef {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(3))?;
+        m.serialize_entry("type", &self.entity_type)?;
+        m.serialize_entry("id", &self.id)?;
+        m.serialize_entry("name", &self.name)?;
+        m.end()
+    }
+}
+
+/// The JSON form of [`Value::to_json`], written straight to a serializer: the journal writes one
+/// entity snapshot per change, and building the `Json` tree of every field first was most of the
+/// snapshot's cost.
+impl serde::Serialize for Value {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Value::Null => s.serialize_unit(),
+            Value::Bool(b) => s.serialize_bool(*b),
+            Value::Int(i) => s.serialize_i64(*i),
+            // As `to_json`: a NaN or an infinity has no JSON number, and becomes null.
+            Value::Float(f) if f.is_finite() => s.serialize_f64(*f),
+            Value::Float(_) => s.serialize_unit(),
+            Value::Text(t) => s.serialize_str(t),
+            Value::Date(d) => s.collect_str(d),
+            Value::DateTime(t) => s.collect_str(t),
+            Value::Entity(r) => r.serialize(s),
+            Value::MultiEntity(v) => s.collect_seq(v),
+            Value::Json(j) => j.serialize(s),
+        }
+    }
+}
+
+#[cfg(test)]
+mod serialize_tests {
+    use super::*;
+
+    #[test]
+    fn serialize_writes_exactly_what_to_json_builds() {
+        let link = EntityRef {
+            entity_type: "Shot".into(),
+            id: 7,
+            name: Some("sh \"7\"".into()),
+        };
+        let unnamed = EntityRef::new("Asset", 9);
+        let values = [
+            Value::Null,
+            Value::Bool(true),
+            Value::Int(-42),
+            Value::Float(2.5),
+            Value::Float(f64::NAN),
+            Value::Float(f64::INFINITY),
+            Value::Text("caf\u{e9}\n\"q\"".into()),
+            Value::Date(Date::parse("2024-02-29").expect("date")),
+            Value::DateTime(DateTime(1_700_000_000)),
+            Value::Entity(link.clone()),
+            Value::MultiEntity(vec![link, unnamed]),
+            Value::MultiEntity(Vec::new()),
+            Value::Json(serde_json::json!({"k": [1, "x", null]})),
+        ];
+        for v in values {
+            assert_eq!(
+                serde_json::to_string(&v).expect("serialize"),
+                v.to_json().to_string(),
+                "{v:?}"
+            );
+        }
+    }
+}

@@ -73,6 +73,15 @@ impl Shape {
         }
     }
 
+    /// How many SQL columns a field with this shape has (the length of [`Shape::columns`]).
+    pub(crate) fn column_count(self) -> usize {
+        match self {
+            Shape::Link => 3,
+            Shape::Multi => 0,
+            _ => 1,
+        }
+    }
+
     /// The SQL column declarations for a field with this shape.
     pub(crate) fn columns(self, field: &str) -> Vec<(String, &'static str)> {
         match self {
@@ -347,7 +356,7 @@ pub(crate) fn entity_to_json_string(e: &Entity) -> String {
         }
         put(&mut out, k);
         out.push(b':');
-        put(&mut out, &v.to_json());
+        put(&mut out, v);
     }
     out.extend_from_slice(b"},\"display_name\":");
     put(&mut out, &e.display_name);
@@ -574,6 +583,25 @@ impl JournalRow {
 mod tests {
     use super::*;
     use crate::model::Date;
+
+    #[test]
+    fn column_count_is_the_number_of_columns_of_every_shape() {
+        use Shape as S;
+        for shape in [
+            S::Text,
+            S::Int,
+            S::Float,
+            S::Bool,
+            S::Date,
+            S::DateTime,
+            S::Image,
+            S::Json,
+            S::Link,
+            S::Multi,
+        ] {
+            assert_eq!(shape.column_count(), shape.columns("f").len(), "{shape:?}");
+        }
+    }
 
     #[test]
     fn the_journal_snapshot_text_is_the_json_snapshot() {

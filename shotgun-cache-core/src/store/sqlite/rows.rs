@@ -124,10 +124,13 @@ pub(crate) fn decode_row(
     };
     let mut i = BOOK_COLUMNS.len();
     for f in &tc_layout.fields {
-        let n = Shape::of(f.data_type).columns(&f.name).len();
-        let cols = (i..i + n).map(get).collect::<Result<Vec<_>, _>>()?;
+        let n = Shape::of(f.data_type).column_count();
+        let mut cols = [ValueRef::Null; 3];
+        for (j, c) in cols.iter_mut().enumerate().take(n) {
+            *c = get(i + j)?;
+        }
         e.fields
-            .insert(f.name.clone(), codec::decode_field(t, f, &cols)?);
+            .insert(f.name.clone(), codec::decode_field(t, f, &cols[..n])?);
         i += n;
     }
     e.versions = versions.expand(tc_layout);
