@@ -144,8 +144,8 @@ pub struct Site {
 }
 
 /// What one attempt produced.
-enum Attempt {
-    Done(Json),
+enum Attempt<T> {
+    Done(T),
     /// Retry after this delay (or the backoff when `None`); the string says why.
     Retry(Option<Duration>, String),
     /// The token was refused: drop it and retry at once.
@@ -280,6 +280,20 @@ impl Site {
         what: &str,
         build: impl Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
     ) -> Result<Json, SiteError> {
+        self.call_as(what, build, |body| {
+            serde_json::from_str::<Json>(body).map_err(|e| e.to_string())
+        })
+        .await
+    }
+
+    /// [`Site::call`] with the success body decoded by `decode` (an error from it is an
+    /// undecodable body, retried like a dropped connection).
+    async fn call_as<T>(
+        &self,
+        what: &str,
+        build: impl Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
+        decode: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<T, SiteError> {
         let mut last = String::new();
         let mut reauths = 0;
         let mut attempt = 0;
@@ -302,7 +316,7 @@ impl Site {
                             format!("reading the body: {}", describe_reqwest(&e)),
                         ),
                         Ok(body) => match status {
-                            200..=299 => match serde_json::from_str::<Json>(&body) {
+                            200..=299 => match decode(&body) {
                                 Ok(v) => Attempt::Done(v),
                                 // A truncated body (dropped connection mid-answer) is retried.
                                 Err(e) => Attempt::Retry(None, format!("undecodable body: {e}")),
@@ -398,6 +412,32 @@ impl Site {
         page_size: u32,
         return_only: ReturnOnly,
     ) -> Result<Vec<Json>, SiteError> {
+        let v = self
+            .search_as(
+                entity_type,
+                filters,
+                fields,
+                sort,
+                page_size,
+                return_only,
+                |body| serde_json::from_str::<Json>(body).map_err(|e| e.to_string()),
+            )
+            .await?;
+        data_array(&format!("POST /api/v1/entity/{entity_type}/_search"), v)
+    }
+
+    /// One `_search` page, its body decoded by `decode`.
+    #[allow(clippy::too_many_arguments)]
+    async fn search_as<T>(
+        &self,
+        entity_type: &str,
+        filters: &Json,
+        fields: &[String],
+        sort: &str,
+        page_size: u32,
+        return_only: ReturnOnly,
+        decode: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<T, SiteError> {
         let what = format!("POST /api/v1/entity/{entity_type}/_search");
         let url = format!("{}/api/v1/entity/{entity_type}/_search", self.opts.url);
         let mime = if filters.is_object() {
@@ -413,18 +453,12 @@ impl Site {
             "options": {"return_only": return_only.as_str(), "include_archived_projects": true},
         });
         let body = body.to_string();
-        let v = self
-            .call(&what, |c, _| {
-                c.post(&url).header("Content-Type", mime).body(body.clone())
-            })
-            .await?;
-        match v {
-            Json::Object(mut m) => match m.remove("data") {
-                Some(Json::Array(a)) => Ok(a),
-                _ => Err(SiteError::shape(&what, "no data array")),
-            },
-            _ => Err(SiteError::shape(&what, "no data array")),
-        }
+        self.call_as(
+            &what,
+            |c, _| c.post(&url).header("Content-Type", mime).body(body.clone()),
+            decode,
+        )
+        .await
     }
 
     /// Reads entities of one type by keyset: ids `> after` (and `<= upto` when given), in id order,
@@ -734,18 +768,166 @@ impl Site {
         .iter()
         .map(|s| (*s).to_owned())
         .collect();
-        let raw = self
-            .search_raw(
+        let page = self
+            .search_as(
                 "EventLogEntry",
                 filters,
                 &fields,
                 "id",
                 limit.clamp(1, 5000),
                 ReturnOnly::Active,
+                decode_event_page,
             )
             .await?;
-        raw.into_iter().map(parse_event_owned).collect()
+        match page {
+            EventPage::Wire(p) => p.data.into_iter().map(event_from_wire).collect(),
+            EventPage::Json(v) => data_array("POST /api/v1/entity/EventLogEntry/_search", v)?
+                .into_iter()
+                .map(parse_event_owned)
+                .collect(),
+        }
     }
+}
+
+/// The `data` array of a `_search` answer.
+fn data_array(what: &str, v: Json) -> Result<Vec<Json>, SiteError> {
+    match v {
+        Json::Object(mut m) => match m.remove("data") {
+            Some(Json::Array(a)) => Ok(a),
+            _ => Err(SiteError::shape(what, "no data array")),
+        },
+        _ => Err(SiteError::shape(what, "no data array")),
+    }
+}
+
+/// An EventLogEntry page, decoded straight into [`EventWire`] records when it has the shape REST
+/// gives (the catch-up reads millions of them: a `Json` tree of every page was a tenth of the
+/// syncer's CPU), or as a `Json` tree for [`parse_event_owned`] when it has any other shape.
+enum EventPage {
+    Wire(EventPageWire),
+    Json(Json),
+}
+
+fn decode_event_page(body: &str) -> Result<EventPage, String> {
+    match serde_json::from_str::<EventPageWire>(body) {
+        Ok(p) => Ok(EventPage::Wire(p)),
+        Err(_) => serde_json::from_str::<Json>(body)
+            .map(EventPage::Json)
+            .map_err(|e| e.to_string()),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct EventPageWire {
+    data: Vec<EventWire>,
+}
+
+/// The keys of an EventLogEntry record that [`parse_event`] reads, each `None` when absent and
+/// `Some(Json::Null)` when null (the distinction `parse_event`'s lookups make). A record whose
+/// `attributes` or `relationships` is neither an object nor null fails to decode, and its page
+/// goes the `Json` way.
+#[derive(serde::Deserialize)]
+struct EventWire {
+    id: Json,
+    #[serde(default)]
+    attributes: Option<EventFieldsWire>,
+    #[serde(default)]
+    relationships: Option<EventLinksWire>,
+    #[serde(default, deserialize_with = "present")]
+    event_type: Option<Json>,
+    #[serde(default, deserialize_with = "present")]
+    attribute_name: Option<Json>,
+    #[serde(default, deserialize_with = "present")]
+    meta: Option<Json>,
+    #[serde(default, deserialize_with = "present")]
+    created_at: Option<Json>,
+    #[serde(default, deserialize_with = "present")]
+    entity: Option<Json>,
+    #[serde(default, deserialize_with = "present")]
+    user: Option<Json>,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct EventFieldsWire {
+    #[serde(default, deserialize_with = "present")]
+    event_type: Option<Json>,
+    #[serde(default, deserialize_with = "present")]
+    attribute_name: Option<Json>,
+    #[serde(default, deserialize_with = "present")]
+    meta: Option<Json>,
+    #[serde(default, deserialize_with = "present")]
+    created_at: Option<Json>,
+    #[serde(default, deserialize_with = "present")]
+    entity: Option<Json>,
+    #[serde(default, deserialize_with = "present")]
+    user: Option<Json>,
+}
+
+#[derive(serde::Deserialize)]
+struct EventLinksWire {
+    #[serde(default, deserialize_with = "present")]
+    entity: Option<Json>,
+    #[serde(default, deserialize_with = "present")]
+    user: Option<Json>,
+}
+
+/// A present key as `Some`, null included (serde's `Option` would make a null `None`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Json>, D::Error> {
+    <Json as serde::Deserialize>::deserialize(d).map(Some)
+}
+
+/// An [`Event`] from a decoded record, by exactly the rules of [`parse_event_owned`].
+fn event_from_wire(w: EventWire) -> Result<Event, SiteError> {
+    let what = "EventLogEntry record";
+    let id =
+        w.id.as_i64()
+            .ok_or_else(|| SiteError::shape(what, "no integer id"))?;
+    // `parse_event` looks a key up in `attributes` (when it is an object), then at the top level.
+    let a = w.attributes.unwrap_or_default();
+    let event_type = a.event_type.or(w.event_type);
+    let attribute_name = a.attribute_name.or(w.attribute_name);
+    let meta = a.meta.or(w.meta);
+    let created_at = a.created_at.or(w.created_at);
+    let entity_attr = a.entity.or(w.entity);
+    let user_attr = a.user.or(w.user);
+    let (rel_entity, rel_user) = match w.relationships {
+        Some(r) => (r.entity, r.user),
+        None => (None, None),
+    };
+    let link = |rel: Option<Json>, fallback: Option<Json>| {
+        rel.map(|r| match r {
+            Json::Object(mut m) if m.contains_key("data") => m.remove("data").unwrap_or_default(),
+            other => other,
+        })
+        .or(fallback)
+        .filter(|v| !v.is_null())
+        .and_then(|v| EntityRef::from_json(&v).ok())
+    };
+    Ok(Event {
+        id,
+        event_type: event_type
+            .as_ref()
+            .and_then(Json::as_str)
+            .unwrap_or("")
+            .to_owned(),
+        attribute_name: attribute_name
+            .as_ref()
+            .and_then(Json::as_str)
+            .map(str::to_owned),
+        meta: match meta {
+            Some(Json::String(s)) => serde_json::from_str(&s).unwrap_or(Json::Null),
+            Some(v) => v,
+            None => Json::Null,
+        },
+        entity: link(rel_entity, entity_attr),
+        created_at: created_at
+            .as_ref()
+            .and_then(Json::as_str)
+            .and_then(shotgun_cache_core::model::DateTime::parse)
+            .map(|t| t.0)
+            .unwrap_or(0),
+        user: link(rel_user, user_attr),
+    })
 }
 
 /// ANDs extra conditions with an optional cache filter (array or hash form).
@@ -994,6 +1176,77 @@ pub fn by_id(entities: Vec<Entity>) -> BTreeMap<i64, Entity> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Both ways of reading an event page (straight into `EventWire`s, and as a `Json` tree for
+    /// `parse_event_owned`) give the same events, for the REST shape and for the odd ones.
+    #[test]
+    fn a_decoded_event_page_reads_as_the_json_tree_does() {
+        let records = vec![
+            // REST as the site writes it: meta an object, links under relationships.data.
+            json!({"type": "EventLogEntry", "id": 11, "links": {"self": "/x"},
+                "attributes": {"event_type": "Shotgun_Shot_Change", "attribute_name": "code",
+                    "meta": {"type": "attribute_change", "new_value": "a", "entity_id": 3},
+                    "created_at": "2024-01-02T03:04:05Z"},
+                "relationships": {"entity": {"data": {"type": "Shot", "id": 3, "name": "a"},
+                    "links": {"related": "/s"}}, "user": {"data": {"type": "ApiUser", "id": 1}}}}),
+            // meta as JSON text, a retired entity (null link), no user.
+            json!({"id": 12, "attributes": {"event_type": "Shotgun_Shot_Retirement",
+                "attribute_name": null, "meta": "{\"entity_id\": 3, \"retirement_date\": \"x\"}",
+                "created_at": "2024-01-02 03:04:05 UTC"},
+                "relationships": {"entity": {"data": null}}}),
+            // No relationships: links and fields in attributes, some at the top level.
+            json!({"id": 13, "event_type": "top", "attributes": {"meta": null,
+                "entity": {"type": "Asset", "id": 4}}, "user": {"type": "HumanUser", "id": 2}}),
+            // A relationship without data (the link itself), attributes null, odd types.
+            json!({"id": 14, "attributes": null, "relationships": {"entity": {"type": "Shot", "id": 5},
+                "user": null}, "meta": "not json", "created_at": 7, "attribute_name": 3}),
+            // A link refused by EntityRef::from_json, and an attribute null over a top-level one.
+            json!({"id": 15, "attributes": {"event_type": null, "entity": {"type": "Shot"}},
+                "event_type": "ignored", "relationships": {}}),
+        ];
+        let body = json!({"data": records, "links": {"self": "/p"}}).to_string();
+        let Ok(EventPage::Wire(page)) = decode_event_page(&body) else {
+            panic!("the page did not decode into EventWire records");
+        };
+        let wire: Vec<Event> = page
+            .data
+            .into_iter()
+            .map(event_from_wire)
+            .collect::<Result<_, _>>()
+            .expect("wire events");
+        let tree: Vec<Event> = records
+            .into_iter()
+            .map(parse_event_owned)
+            .collect::<Result<_, _>>()
+            .expect("tree events");
+        assert_eq!(wire, tree);
+        assert_eq!(
+            wire[0].entity,
+            Some(EntityRef {
+                entity_type: "Shot".into(),
+                id: 3,
+                name: Some("a".into()),
+            })
+        );
+        assert_eq!(wire[1].meta["entity_id"], 3);
+        assert_eq!(wire[2].event_type, "top");
+        assert_eq!(wire[3].entity.as_ref().map(|e| e.id), Some(5));
+        assert_eq!(wire[4].event_type, "");
+
+        // A record the typed decoder refuses (attributes a string, id a string) sends the page
+        // the Json way, with the same outcome as before: the bad id is a shape error.
+        let odd = json!({"data": [{"id": 16, "attributes": "x"}]}).to_string();
+        assert!(matches!(decode_event_page(&odd), Ok(EventPage::Json(_))));
+        let bad = json!({"data": [{"id": "16"}]}).to_string();
+        let Ok(EventPage::Wire(p)) = decode_event_page(&bad) else {
+            panic!("a string id still decodes (as Json)");
+        };
+        assert!(p.data.into_iter().map(event_from_wire).all(|e| e.is_err()));
+        assert!(
+            decode_event_page("{\"data\": [").is_err(),
+            "a truncated body is an error"
+        );
+    }
 
     #[test]
     fn options_never_show_the_key() {

@@ -92,9 +92,11 @@ fn missing() -> Applied {
     }
 }
 
+/// An applied write; `e` (the row after it, no longer needed by the caller) becomes the journal
+/// entry's snapshot when `snapshot`, without a copy.
 fn applied(
     event_id: i64,
-    e: &Entity,
+    e: Entity,
     op: JournalOp,
     fields: Vec<String>,
     snapshot: bool,
@@ -110,7 +112,7 @@ fn applied(
             e.id,
             op,
             fields,
-            snapshot.then(|| e.clone()),
+            snapshot.then_some(e),
         )),
     }
 }
@@ -238,7 +240,7 @@ fn apply(conn: &Connection, tgt: &mut Target<'_>, w: &EntityWrite) -> Result<App
                     .collect();
                 applied(
                     *event_id,
-                    &row.entity,
+                    row.entity,
                     JournalOp::Create,
                     fields,
                     tgt.journal,
@@ -249,12 +251,12 @@ fn apply(conn: &Connection, tgt: &mut Target<'_>, w: &EntityWrite) -> Result<App
                 } else {
                     JournalOp::Revive
                 };
-                applied(*event_id, &row.entity, op, Vec::new(), tgt.journal)
+                applied(*event_id, row.entity, op, Vec::new(), tgt.journal)
             } else if !changed.is_empty() {
                 changed.sort();
                 applied(
                     *event_id,
-                    &row.entity,
+                    row.entity,
                     JournalOp::Update,
                     changed,
                     tgt.journal,
@@ -330,7 +332,7 @@ fn apply(conn: &Connection, tgt: &mut Target<'_>, w: &EntityWrite) -> Result<App
             } else {
                 applied(
                     *event_id,
-                    &row.entity,
+                    row.entity,
                     JournalOp::Update,
                     changed.into_iter().collect(),
                     tgt.journal,
@@ -345,12 +347,13 @@ fn apply(conn: &Connection, tgt: &mut Target<'_>, w: &EntityWrite) -> Result<App
             if *event_id <= old.entity.retired_version {
                 return Ok(unchanged());
             }
-            let mut row = old.clone();
+            let was_retired = old.entity.retired;
+            let mut row = old;
             row.entity.retired_version = *event_id;
             row.entity.last_event_id = row.entity.last_event_id.max(*event_id);
             row.entity.retired = retire;
             rows::update(conn, layout, &tgt.sql, &row, &[], &[])?;
-            Ok(if old.entity.retired == retire {
+            Ok(if was_retired == retire {
                 unchanged()
             } else {
                 let op = if retire {
@@ -358,7 +361,7 @@ fn apply(conn: &Connection, tgt: &mut Target<'_>, w: &EntityWrite) -> Result<App
                 } else {
                     JournalOp::Revive
                 };
-                applied(*event_id, &row.entity, op, Vec::new(), tgt.journal)
+                applied(*event_id, row.entity, op, Vec::new(), tgt.journal)
             })
         }
         EntityWrite::Remove { event_id, .. } => {
@@ -371,7 +374,7 @@ fn apply(conn: &Connection, tgt: &mut Target<'_>, w: &EntityWrite) -> Result<App
             rows::delete(conn, &tgt.sql, id)?;
             Ok(applied(
                 *event_id,
-                &old.entity,
+                old.entity,
                 JournalOp::Remove,
                 Vec::new(),
                 false,
