@@ -370,7 +370,7 @@ async fn find_through_the_cache_equals_the_sites_own_search() {
     let syncer_listeners = shotgun_cache_syncer::Listeners::bind_local()
         .await
         .expect("bind syncer");
-    let syncer = tokio::spawn(shotgun_cache_syncer::run(
+    let mut syncer = tokio::spawn(shotgun_cache_syncer::run(
         config.clone(),
         syncer_listeners,
         async move {
@@ -382,7 +382,7 @@ async fn find_through_the_cache_equals_the_sites_own_search() {
         .await
         .expect("bind query-server");
     let (grpc, _, _) = qs_listeners.addrs().expect("addrs");
-    let qs = tokio::spawn(shotgun_cache_query_server::run(
+    let mut qs = tokio::spawn(shotgun_cache_query_server::run(
         config,
         qs_listeners,
         async move {
@@ -428,7 +428,13 @@ async fn find_through_the_cache_equals_the_sites_own_search() {
     );
     let qs_list = queries(seq_id, shot_id);
 
-    let diffs = compare_all(&mut c, &site, &qs_list, Duration::from_secs(120)).await;
+    // A service that stops early fails the test at once, saying why, instead of the comparison
+    // waiting out its deadline against a cache that will never fill.
+    let diffs = tokio::select! {
+        d = compare_all(&mut c, &site, &qs_list, Duration::from_secs(120)) => d,
+        r = &mut syncer => panic!("the syncer stopped during the import: {r:?}"),
+        r = &mut qs => panic!("the query-server stopped during the import: {r:?}"),
+    };
     assert!(diffs.is_empty(), "after the import:\n{}", diffs.join("\n"));
     let nonempty = {
         let mut n = 0;
@@ -453,7 +459,11 @@ async fn find_through_the_cache_equals_the_sites_own_search() {
             .await
             .expect("edits");
     assert!(ok > 100, "edits applied: {ok}");
-    let diffs = compare_all(&mut c, &site, &qs_list, Duration::from_secs(90)).await;
+    let diffs = tokio::select! {
+        d = compare_all(&mut c, &site, &qs_list, Duration::from_secs(90)) => d,
+        r = &mut syncer => panic!("the syncer stopped while following the edits: {r:?}"),
+        r = &mut qs => panic!("the query-server stopped while following the edits: {r:?}"),
+    };
     assert!(diffs.is_empty(), "after {ok} edits:\n{}", diffs.join("\n"));
 
     let _ = stop_qs.send(());
