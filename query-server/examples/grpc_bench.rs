@@ -920,38 +920,42 @@ async fn bench(url: &str, pid: u32, t: &Target, secs: u64) -> anyhow::Result<Fig
             run.total,
             run.elapsed
         );
+        // (process, its CPU-seconds over the run, what they cover)
+        let mut cpu = vec![(
+            "query-server",
+            run.server_cpu_secs,
+            format!(
+                "server process only: {:.1} CPU-s, i.e. {:.0} Find/s per core",
+                run.server_cpu_secs,
+                run.total as f64 / run.server_cpu_secs.max(0.01)
+            ),
+        )];
+        cpu.push((
+            "load client",
+            run.client_cpu_secs,
+            format!(
+                "the 32 clients, same cores: {:.1} CPU-s",
+                run.client_cpu_secs
+            ),
+        ));
         if let Some(db_secs) = run.db_cpu_secs {
+            cpu.push((
+                "reqlite",
+                db_secs,
+                format!("database server: {db_secs:.1} CPU-s"),
+            ));
+        }
+        for (process, secs, detail) in cpu {
+            let us = run.per_find(secs);
             fig.push(
-                "  database server CPU per Find (reqlite process)",
-                Cell::Text(format!("{:.0} us", run.per_find(db_secs))),
+                &format!("  {process} CPU per Find, {label}"),
+                Cell::Text(format!("{us:.0} us")),
             );
             println!(
-                "{:<58} {:.0} us CPU per Find ({db_secs:.1} CPU-s)",
-                "  reqlite CPU",
-                run.per_find(db_secs)
+                "{:<58} {us:.0} us CPU per Find ({detail})",
+                format!("  {process} CPU")
             );
         }
-        fig.push(
-            "  query-server CPU per Find (server process only)",
-            Cell::Text(format!("{:.0} us", run.per_find(run.server_cpu_secs))),
-        );
-        println!(
-            "{:<58} {:.0} us CPU per Find (server process only: {:.1} CPU-s), i.e. {:.0} Find/s per core",
-            "  query-server CPU",
-            run.per_find(run.server_cpu_secs),
-            run.server_cpu_secs,
-            run.total as f64 / run.server_cpu_secs.max(0.01)
-        );
-        fig.push(
-            "  load client CPU per Find (this process, same cores)",
-            Cell::Text(format!("{:.0} us", run.per_find(run.client_cpu_secs))),
-        );
-        println!(
-            "{:<58} {:.0} us CPU per Find (the 32 clients: {:.1} CPU-s)",
-            "  load client CPU",
-            run.per_find(run.client_cpu_secs),
-            run.client_cpu_secs
-        );
     }
     let peak_rss = full.peak_rss.max(framing.peak_rss);
     let peak_anon = full.peak_anon.max(framing.peak_anon);

@@ -833,18 +833,10 @@ struct EventWire {
     attributes: Option<EventFieldsWire>,
     #[serde(default)]
     relationships: Option<EventLinksWire>,
-    #[serde(default, deserialize_with = "present")]
-    event_type: Option<Json>,
-    #[serde(default, deserialize_with = "present")]
-    attribute_name: Option<Json>,
-    #[serde(default, deserialize_with = "present")]
-    meta: Option<Json>,
-    #[serde(default, deserialize_with = "present")]
-    created_at: Option<Json>,
-    #[serde(default, deserialize_with = "present")]
-    entity: Option<Json>,
-    #[serde(default, deserialize_with = "present")]
-    user: Option<Json>,
+    /// The same keys at the top level (serde buffers only the top level's other keys for this,
+    /// `type` and `links` in REST: the large `attributes` and `relationships` decode directly).
+    #[serde(flatten)]
+    top: EventFieldsWire,
 }
 
 #[derive(serde::Deserialize, Default)]
@@ -884,12 +876,13 @@ fn event_from_wire(w: EventWire) -> Result<Event, SiteError> {
             .ok_or_else(|| SiteError::shape(what, "no integer id"))?;
     // `parse_event` looks a key up in `attributes` (when it is an object), then at the top level.
     let a = w.attributes.unwrap_or_default();
-    let event_type = a.event_type.or(w.event_type);
-    let attribute_name = a.attribute_name.or(w.attribute_name);
-    let meta = a.meta.or(w.meta);
-    let created_at = a.created_at.or(w.created_at);
-    let entity_attr = a.entity.or(w.entity);
-    let user_attr = a.user.or(w.user);
+    let t = w.top;
+    let event_type = a.event_type.or(t.event_type);
+    let attribute_name = a.attribute_name.or(t.attribute_name);
+    let meta = a.meta.or(t.meta);
+    let created_at = a.created_at.or(t.created_at);
+    let entity_attr = a.entity.or(t.entity);
+    let user_attr = a.user.or(t.user);
     let (rel_entity, rel_user) = match w.relationships {
         Some(r) => (r.entity, r.user),
         None => (None, None),
