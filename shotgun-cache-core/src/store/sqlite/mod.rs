@@ -625,7 +625,7 @@ impl Store for SqliteStore {
 
     async fn commit(&self, batch: WriteBatch) -> Result<CommitResult, StoreError> {
         let result = self
-            .write(move |c, cat| write::commit(c, cat, &batch))
+            .write(move |c, cat| write::commit(c, cat, batch))
             .await?;
         if !result.journal.is_empty() {
             self.inner.journal_changed.notify_waiters();

@@ -135,10 +135,24 @@ fn write_type(w: &EntityWrite) -> (&str, i64) {
     }
 }
 
-/// Applies one write to one table pair.
-fn apply(conn: &Connection, tgt: &mut Target<'_>, w: &EntityWrite) -> Result<Applied, StoreError> {
+/// The target made for a write's type in [`commit`]'s first pass.
+fn target_of<'t, 'a>(
+    cat: &Catalog,
+    targets: &'t mut BTreeMap<&str, Target<'a>>,
+    w: &EntityWrite,
+) -> Result<&'t mut Target<'a>, StoreError> {
+    let (t, _) = write_type(w);
+    let key = cat.get(t)?.layout.entity_type.as_str();
+    targets
+        .get_mut(key)
+        .ok_or_else(|| StoreError::Internal(format!("no write target for {key}")))
+}
+
+/// Applies one write to one table pair. The write is consumed: an upsert's values move into the
+/// row instead of being copied.
+fn apply(conn: &Connection, tgt: &mut Target<'_>, w: EntityWrite) -> Result<Applied, StoreError> {
     let layout = tgt.layout;
-    let (_, id) = write_type(w);
+    let (_, id) = write_type(&w);
     let existing = if tgt.maybe_present.contains(&id) {
         rows::load(conn, layout, &tgt.sql, id)?
     } else {
@@ -147,37 +161,59 @@ fn apply(conn: &Connection, tgt: &mut Target<'_>, w: &EntityWrite) -> Result<App
     if matches!(w, EntityWrite::Upsert { .. }) {
         tgt.maybe_present.insert(id);
     }
+    let retire = matches!(w, EntityWrite::Retire { .. });
     match w {
         EntityWrite::Upsert {
-            entity,
+            mut entity,
             floor,
             event_id,
         } => {
+            let (floor, event_id) = (&floor, &event_id);
             let is_new = existing.is_none();
-            // A new row takes the fields it carries (normalised) and the empty value elsewhere;
-            // only an existing row needs the per-field comparison below.
-            let mut row = existing.clone().unwrap_or_else(|| {
-                let mut e = Entity::new(layout.entity_type.clone(), id);
-                for f in &layout.fields {
-                    let v = entity.fields.get(&f.name).map_or_else(
-                        || Value::empty_for(f.data_type),
-                        |v| normalize(f.data_type, v.clone()),
-                    );
-                    e.fields.insert(f.name.clone(), v);
+            // The fields the write carries (a new row's journal entry lists them).
+            let carried: Vec<String> = if is_new {
+                layout
+                    .fields
+                    .iter()
+                    .filter(|f| entity.fields.contains_key(&f.name))
+                    .map(|f| f.name.clone())
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            // A new row takes the fields it carries (normalised, moved out of the write) and the
+            // empty value elsewhere; only an existing row needs the per-field comparison below.
+            let mut row = match &existing {
+                Some(old) => old.clone(),
+                None => {
+                    let mut fields = std::mem::take(&mut entity.fields);
+                    fields.retain(|k, _| layout.fields.iter().any(|f| f.name == *k));
+                    for f in &layout.fields {
+                        match fields.get_mut(&f.name) {
+                            Some(v) => {
+                                *v = normalize(f.data_type, std::mem::replace(v, Value::Null));
+                            }
+                            None => {
+                                fields.insert(f.name.clone(), Value::empty_for(f.data_type));
+                            }
+                        }
+                    }
+                    let mut e = Entity::new(layout.entity_type.clone(), id);
+                    e.fields = fields;
+                    StoredRow {
+                        entity: e,
+                        versions: StoredVersions::default(),
+                    }
                 }
-                StoredRow {
-                    entity: e,
-                    versions: StoredVersions::default(),
-                }
-            });
+            };
             let mut changed = Vec::new();
             let mut multi_changed = Vec::new();
             let mut cols_changed = Vec::new();
             for f in layout.fields.iter().filter(|_| !is_new) {
-                let Some(v) = entity.fields.get(&f.name) else {
+                let Some(v) = entity.fields.remove(&f.name) else {
                     continue;
                 };
-                let v = normalize(f.data_type, v.clone());
+                let v = normalize(f.data_type, v);
                 let old = row
                     .entity
                     .fields
@@ -202,7 +238,7 @@ fn apply(conn: &Connection, tgt: &mut Target<'_>, w: &EntityWrite) -> Result<App
                 row.entity.retired = entity.retired;
                 row.entity.retired_version = row.entity.retired_version.max(*floor);
             }
-            row.entity.display_name = entity.display_name.clone().or_else(|| {
+            row.entity.display_name = entity.display_name.take().or_else(|| {
                 tgt.display_field
                     .and_then(|f| display_from(row.entity.get(f)))
             });
@@ -232,17 +268,11 @@ fn apply(conn: &Connection, tgt: &mut Target<'_>, w: &EntityWrite) -> Result<App
                 rows::update(conn, layout, &tgt.sql, &row, &cols_changed, &stored)?;
             }
             Ok(if is_new {
-                let fields = layout
-                    .fields
-                    .iter()
-                    .filter(|f| entity.fields.contains_key(&f.name))
-                    .map(|f| f.name.clone())
-                    .collect();
                 applied(
                     *event_id,
                     row.entity,
                     JournalOp::Create,
-                    fields,
+                    carried,
                     tgt.journal,
                 )
             } else if old_retired != row.entity.retired {
@@ -268,6 +298,7 @@ fn apply(conn: &Connection, tgt: &mut Target<'_>, w: &EntityWrite) -> Result<App
         EntityWrite::Patch {
             event_id, changes, ..
         } => {
+            let (event_id, changes) = (&event_id, &changes);
             let Some(mut row) = existing else {
                 return Ok(missing());
             };
@@ -340,10 +371,10 @@ fn apply(conn: &Connection, tgt: &mut Target<'_>, w: &EntityWrite) -> Result<App
             })
         }
         EntityWrite::Retire { event_id, .. } | EntityWrite::Revive { event_id, .. } => {
+            let event_id = &event_id;
             let Some(old) = existing else {
                 return Ok(missing());
             };
-            let retire = matches!(w, EntityWrite::Retire { .. });
             if *event_id <= old.entity.retired_version {
                 return Ok(unchanged());
             }
@@ -365,6 +396,7 @@ fn apply(conn: &Connection, tgt: &mut Target<'_>, w: &EntityWrite) -> Result<App
             })
         }
         EntityWrite::Remove { event_id, .. } => {
+            let event_id = &event_id;
             let Some(old) = existing else {
                 return Ok(unchanged());
             };
@@ -431,12 +463,12 @@ pub(crate) fn save_type_state(conn: &Connection, s: &TypeState) -> Result<(), St
 pub(crate) fn commit(
     conn: &Connection,
     cat: &Catalog,
-    batch: &WriteBatch,
+    batch: WriteBatch,
 ) -> Result<(CommitResult, bool), StoreError> {
     let at = DateTime::now();
+    // Each type's target is made before any write is applied (it looks up which of the batch's
+    // ids exist), so the writes can then be consumed one by one.
     let mut live: BTreeMap<&str, Target<'_>> = BTreeMap::new();
-    let mut staging: BTreeMap<&str, Target<'_>> = BTreeMap::new();
-    let mut result = CommitResult::default();
     for w in &batch.writes {
         let (t, _) = write_type(w);
         let tc: &TypeCat = cat.get(t)?;
@@ -452,15 +484,8 @@ pub(crate) fn commit(
             )?;
             live.insert(key, tgt);
         }
-        let tgt = live.get_mut(key).expect("the target was just inserted");
-        let a = apply(conn, tgt, w)?;
-        result.outcomes.push(a.outcome);
-        if batch.journal
-            && let Some(j) = a.journal
-        {
-            result.journal.push(append_journal(conn, at, j)?);
-        }
     }
+    let mut staging: BTreeMap<&str, Target<'_>> = BTreeMap::new();
     for w in &batch.staging {
         let (t, _) = write_type(w);
         let tc: &TypeCat = cat.get(t)?;
@@ -483,7 +508,20 @@ pub(crate) fn commit(
             let tgt = Target::new(conn, layout, display_field, sql, false, &batch.staging)?;
             staging.insert(key, tgt);
         }
-        let tgt = staging.get_mut(key).expect("the target was just inserted");
+    }
+    let mut result = CommitResult::default();
+    for w in batch.writes {
+        let tgt = target_of(cat, &mut live, &w)?;
+        let a = apply(conn, tgt, w)?;
+        result.outcomes.push(a.outcome);
+        if batch.journal
+            && let Some(j) = a.journal
+        {
+            result.journal.push(append_journal(conn, at, j)?);
+        }
+    }
+    for w in batch.staging {
+        let tgt = target_of(cat, &mut staging, &w)?;
         apply(conn, tgt, w)?;
     }
     for s in &batch.type_states {
