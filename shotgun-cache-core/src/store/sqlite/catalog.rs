@@ -141,11 +141,13 @@ impl Catalog {
 
     /// Reads the catalog generation only.
     pub(crate) fn read_gen(conn: &Connection) -> Result<i64, StoreError> {
-        let v: Option<String> = conn
-            .prepare_cached("SELECT value FROM sc_meta WHERE key = 'gen'")
+        // Read on every transaction: as an integer in SQL, no string to allocate and parse (a
+        // value that is not a number reads as 0, as a failed parse did).
+        let v: Option<i64> = conn
+            .prepare_cached("SELECT CAST(value AS INTEGER) FROM sc_meta WHERE key = 'gen'")
             .and_then(|mut s| s.query_row([], |r| r.get(0)).optional())
             .map_err(sql_err)?;
-        Ok(v.and_then(|v| v.parse().ok()).unwrap_or(0))
+        Ok(v.unwrap_or(0))
     }
 
     pub(crate) fn load(conn: &Connection) -> Result<Catalog, StoreError> {

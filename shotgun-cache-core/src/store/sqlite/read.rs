@@ -283,11 +283,12 @@ fn find_flat(
         for (f, (start, n)) in fields.iter().zip(&spans) {
             vals.push(match f {
                 FlatField::Column(f) => {
-                    let cols = (*start..start + n)
-                        .map(|i| r.get_ref(i))
-                        .collect::<Result<Vec<_>, _>>()
-                        .map_err(sql_err)?;
-                    Some(codec::decode_field(t, f, &cols)?)
+                    // At most three columns a field (a link's): no allocation per row.
+                    let mut cols = [rusqlite::types::ValueRef::Null; 3];
+                    for (j, c) in cols.iter_mut().enumerate().take(*n) {
+                        *c = r.get_ref(start + j).map_err(sql_err)?;
+                    }
+                    Some(codec::decode_field(t, f, &cols[..(*n).min(3)])?)
                 }
                 _ => None,
             });
