@@ -168,7 +168,6 @@ fn apply(conn: &Connection, tgt: &mut Target<'_>, w: EntityWrite) -> Result<Appl
             floor,
             event_id,
         } => {
-            let (floor, event_id) = (&floor, &event_id);
             let is_new = existing.is_none();
             // The fields the write carries (a new row's journal entry lists them).
             let carried: Vec<String> = if is_new {
@@ -232,17 +231,17 @@ fn apply(conn: &Connection, tgt: &mut Target<'_>, w: EntityWrite) -> Result<Appl
                     row.entity.fields.insert(f.name.clone(), v);
                 }
             }
-            row.versions.raise_floor(*floor);
+            row.versions.raise_floor(floor);
             let old_retired = row.entity.retired;
-            if row.entity.retired_version <= *floor {
+            if row.entity.retired_version <= floor {
                 row.entity.retired = entity.retired;
-                row.entity.retired_version = row.entity.retired_version.max(*floor);
+                row.entity.retired_version = row.entity.retired_version.max(floor);
             }
             row.entity.display_name = entity.display_name.take().or_else(|| {
                 tgt.display_field
                     .and_then(|f| display_from(row.entity.get(f)))
             });
-            row.entity.last_event_id = row.entity.last_event_id.max(*floor).max(*event_id);
+            row.entity.last_event_id = row.entity.last_event_id.max(floor).max(event_id);
             row.entity.versions = row.versions.expand(layout);
             let differs = existing
                 .as_ref()
@@ -269,7 +268,7 @@ fn apply(conn: &Connection, tgt: &mut Target<'_>, w: EntityWrite) -> Result<Appl
             }
             Ok(if is_new {
                 applied(
-                    *event_id,
+                    event_id,
                     row.entity,
                     JournalOp::Create,
                     carried,
@@ -281,11 +280,11 @@ fn apply(conn: &Connection, tgt: &mut Target<'_>, w: EntityWrite) -> Result<Appl
                 } else {
                     JournalOp::Revive
                 };
-                applied(*event_id, row.entity, op, Vec::new(), tgt.journal)
+                applied(event_id, row.entity, op, Vec::new(), tgt.journal)
             } else if !changed.is_empty() {
                 changed.sort();
                 applied(
-                    *event_id,
+                    event_id,
                     row.entity,
                     JournalOp::Update,
                     changed,
@@ -298,7 +297,6 @@ fn apply(conn: &Connection, tgt: &mut Target<'_>, w: EntityWrite) -> Result<Appl
         EntityWrite::Patch {
             event_id, changes, ..
         } => {
-            let (event_id, changes) = (&event_id, &changes);
             let Some(mut row) = existing else {
                 return Ok(missing());
             };
@@ -316,18 +314,18 @@ fn apply(conn: &Connection, tgt: &mut Target<'_>, w: EntityWrite) -> Result<Appl
                 };
                 // Compare with the version before this patch: one event may carry several
                 // changes of one field (multi_entity `removed` and `added`).
-                if *event_id <= old_versions.get(&f.name) {
+                if event_id <= old_versions.get(&f.name) {
                     continue;
                 }
                 any_applied = true;
-                row.versions.set(&f.name, *event_id);
+                row.versions.set(&f.name, event_id);
                 let cur = row
                     .entity
                     .fields
                     .get(&f.name)
                     .cloned()
                     .unwrap_or(Value::Null);
-                let Some(new) = changed_value(f.data_type, &cur, c) else {
+                let Some(new) = changed_value(f.data_type, &cur, &c) else {
                     return Err(StoreError::Invalid(format!(
                         "cannot add or remove links on {}.{} holding {cur:?}",
                         layout.entity_type, f.name
@@ -354,7 +352,7 @@ fn apply(conn: &Connection, tgt: &mut Target<'_>, w: EntityWrite) -> Result<Appl
             if !any_applied {
                 return Ok(unchanged());
             }
-            row.entity.last_event_id = row.entity.last_event_id.max(*event_id);
+            row.entity.last_event_id = row.entity.last_event_id.max(event_id);
             row.entity.versions = row.versions.expand(layout);
             let stored: Vec<(&str, &Value)> = multi_changed.iter().map(|(n, v)| (*n, v)).collect();
             rows::update(conn, layout, &tgt.sql, &row, &cols_changed, &stored)?;
@@ -362,7 +360,7 @@ fn apply(conn: &Connection, tgt: &mut Target<'_>, w: EntityWrite) -> Result<Appl
                 unchanged()
             } else {
                 applied(
-                    *event_id,
+                    event_id,
                     row.entity,
                     JournalOp::Update,
                     changed.into_iter().collect(),
@@ -371,17 +369,16 @@ fn apply(conn: &Connection, tgt: &mut Target<'_>, w: EntityWrite) -> Result<Appl
             })
         }
         EntityWrite::Retire { event_id, .. } | EntityWrite::Revive { event_id, .. } => {
-            let event_id = &event_id;
             let Some(old) = existing else {
                 return Ok(missing());
             };
-            if *event_id <= old.entity.retired_version {
+            if event_id <= old.entity.retired_version {
                 return Ok(unchanged());
             }
             let was_retired = old.entity.retired;
             let mut row = old;
-            row.entity.retired_version = *event_id;
-            row.entity.last_event_id = row.entity.last_event_id.max(*event_id);
+            row.entity.retired_version = event_id;
+            row.entity.last_event_id = row.entity.last_event_id.max(event_id);
             row.entity.retired = retire;
             rows::update(conn, layout, &tgt.sql, &row, &[], &[])?;
             Ok(if was_retired == retire {
@@ -392,20 +389,19 @@ fn apply(conn: &Connection, tgt: &mut Target<'_>, w: EntityWrite) -> Result<Appl
                 } else {
                     JournalOp::Revive
                 };
-                applied(*event_id, row.entity, op, Vec::new(), tgt.journal)
+                applied(event_id, row.entity, op, Vec::new(), tgt.journal)
             })
         }
         EntityWrite::Remove { event_id, .. } => {
-            let event_id = &event_id;
             let Some(old) = existing else {
                 return Ok(unchanged());
             };
-            if *event_id != 0 && *event_id < old.entity.last_event_id {
+            if event_id != 0 && event_id < old.entity.last_event_id {
                 return Ok(unchanged());
             }
             rows::delete(conn, &tgt.sql, id)?;
             Ok(applied(
-                *event_id,
+                event_id,
                 old.entity,
                 JournalOp::Remove,
                 Vec::new(),
