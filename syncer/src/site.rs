@@ -280,10 +280,7 @@ impl Site {
         what: &str,
         build: impl Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
     ) -> Result<Json, SiteError> {
-        self.call_as(what, build, |body| {
-            serde_json::from_str::<Json>(body).map_err(|e| e.to_string())
-        })
-        .await
+        self.call_as(what, build, decode_json).await
     }
 
     /// [`Site::call`] with the success body decoded by `decode` (an error from it is an
@@ -420,7 +417,7 @@ impl Site {
                 sort,
                 page_size,
                 return_only,
-                |body| serde_json::from_str::<Json>(body).map_err(|e| e.to_string()),
+                decode_json,
             )
             .await?;
         data_array(&format!("POST /api/v1/entity/{entity_type}/_search"), v)
@@ -789,6 +786,11 @@ impl Site {
     }
 }
 
+/// A body as a `Json` tree.
+fn decode_json(body: &str) -> Result<Json, String> {
+    serde_json::from_str(body).map_err(|e| e.to_string())
+}
+
 /// The `data` array of a `_search` answer.
 fn data_array(what: &str, v: Json) -> Result<Vec<Json>, SiteError> {
     match v {
@@ -811,9 +813,7 @@ enum EventPage {
 fn decode_event_page(body: &str) -> Result<EventPage, String> {
     match serde_json::from_str::<EventPageWire>(body) {
         Ok(p) => Ok(EventPage::Wire(p)),
-        Err(_) => serde_json::from_str::<Json>(body)
-            .map(EventPage::Json)
-            .map_err(|e| e.to_string()),
+        Err(_) => decode_json(body).map(EventPage::Json),
     }
 }
 
