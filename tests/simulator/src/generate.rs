@@ -602,8 +602,7 @@ fn run(g: &mut Gen<'_>, scale: u64) {
             assets.push((id, pi, code));
         }
         if g.has_type("Shot") {
-            for si in 0..shots.len() {
-                let (shot, pi, _) = shots[si];
+            for &(shot, pi, _) in &shots {
                 let k = g.rng.random_range(0..=3usize);
                 let pool = &assets_by_project[pi];
                 if pool.is_empty() {

@@ -498,7 +498,7 @@ enum Compiled {
     Range(i64, i64),
     /// A range to scan plus the filter to evaluate on each row; with listed ids (ascending), only
     /// those rows of the range are visited.
-    Eval(i64, i64, Option<Vec<i64>>, Filter),
+    Eval(i64, i64, Option<Vec<i64>>, Box<Filter>),
 }
 
 fn compile(st: &State, entity_type: &str, f: &QueryFilter) -> Result<Compiled, SiteError> {
@@ -511,14 +511,14 @@ fn compile(st: &State, entity_type: &str, f: &QueryFilter) -> Result<Compiled, S
             let raw = filter::parse::parse_any(j).map_err(bad_filter)?;
             let typed = filter::validate(&st.schema, entity_type, &raw).map_err(bad_filter)?;
             let (lo, hi, ids) = typed_id_bounds(&typed);
-            Ok(Compiled::Eval(lo, hi, ids, typed))
+            Ok(Compiled::Eval(lo, hi, ids, Box::new(typed)))
         }
         QueryFilter::Typed(t) => {
             if matches!(t, Filter::Group { op: LogicalOp::And, children } if children.is_empty()) {
                 return Ok(Compiled::Range(i64::MIN, i64::MAX));
             }
             let (lo, hi, ids) = typed_id_bounds(t);
-            Ok(Compiled::Eval(lo, hi, ids, t.clone()))
+            Ok(Compiled::Eval(lo, hi, ids, Box::new(t.clone())))
         }
     }
 }
@@ -563,7 +563,7 @@ fn scan<'a>(
     };
     let (lo, hi, ids, filter) = match compiled {
         Compiled::Range(lo, hi) => (*lo, *hi, None, None),
-        Compiled::Eval(lo, hi, ids, f) => (*lo, *hi, ids.as_deref(), Some(f)),
+        Compiled::Eval(lo, hi, ids, f) => (*lo, *hi, ids.as_deref(), Some(&**f)),
     };
     if lo > hi {
         return Ok(());

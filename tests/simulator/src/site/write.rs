@@ -357,7 +357,7 @@ fn convert(
         D::Summary | D::Calculated | D::PivotColumn | D::Password | D::Unknown
     ) || field == "id"
         || field == "cached_display_name"
-        || (!fs.editable && !(creating && CREATE_ONLY.contains(&field)));
+        || !(fs.editable || (creating && CREATE_ONLY.contains(&field)));
     if read_only {
         return Err(SiteError::ReadOnlyField {
             verb,
