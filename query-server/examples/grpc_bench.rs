@@ -7,7 +7,10 @@
 //! - an indexed `Find` returning 50 rows (`sg_sequence is <Sequence>`), one client: p50/p99;
 //! - a two-hop deep-link `Find` (`sg_sequence.Sequence.project.Project.name is <name>`): p50/p99;
 //! - the same indexed query run in process directly on the store (the server's overhead);
-//! - the indexed query with 32 concurrent clients for `BENCH_SECS` seconds: Find/s;
+//! - the indexed query with 32 concurrent clients for `BENCH_SECS` seconds: Find/s, and the CPU
+//!   per Find of the server and of the load client, three times: tonic clients decoding each
+//!   answer in full, tonic clients decoding only its framing, and a lean raw-HTTP/2 client (one
+//!   thread, pre-encoded requests) that shows what the server sustains when the client is cheap;
 //! - `Watch`: 100 subscribers, delivery latency from journal commit (p50/p99);
 //! - the query-server's peak RSS under that load.
 //!
@@ -32,7 +35,8 @@
 //!   is filled for each run and dropped at the end.
 //! - `BENCH_BACKENDS` (default `sqlite,rethinkdb`) picks the backends.
 //!
-//! Other environment: `BENCH_SECS` (default 10), `BENCH_FINDS` (single-client Finds per
+//! Other environment: `BENCH_SECS` (default 10), `BENCH_LOAD_CLIENTS` (the throughput runs'
+//! load clients, default `full,framing,raw`), `BENCH_FINDS` (single-client Finds per
 //! measurement, default 3,000; the deep-link run uses a third; on reqlite `BENCH_RETHINK_FINDS`,
 //! default 300), and `BENCH_SIM_SCALE`.
 
@@ -55,6 +59,8 @@ use shotgun_cache_proto::v1::query_service_client::QueryServiceClient;
 use tonic::transport::Channel;
 
 const PROJECTS: i64 = 10;
+/// Concurrent clients in the throughput runs, each on its own connection.
+const CLIENTS: usize = 32;
 const STATUSES: [&str; 4] = ["ip", "fin", "wtg", "omt"];
 
 /// Sequences for `rows` shots: 100 shots each (so an indexed Find has 50 rows), at most 1,000.
@@ -765,7 +771,7 @@ async fn throughput(
     let seqs = sequences(t.rows);
     // Connect every client first, so the run measures Finds only.
     let mut channels = Vec::new();
-    for _ in 0..32 {
+    for _ in 0..CLIENTS {
         channels.push(connect_channel(url).await?);
     }
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -794,6 +800,24 @@ async fn throughput(
             anyhow::Ok(n)
         }));
     }
+    measure(pid, t, deadline, async move {
+        let mut total = 0;
+        for t in tasks {
+            total += t.await??;
+        }
+        Ok(total)
+    })
+    .await
+}
+
+/// Samples the server's memory until `deadline`, then waits for the clients' `finds` (their total)
+/// and reads the CPU each process spent meanwhile.
+async fn measure(
+    pid: u32,
+    t: &Target,
+    deadline: Instant,
+    finds: impl Future<Output = anyhow::Result<u64>>,
+) -> anyhow::Result<Throughput> {
     let started = Instant::now();
     let cpu_before = cpu_ticks(pid);
     let client_cpu_before = cpu_ticks(std::process::id());
@@ -805,10 +829,7 @@ async fn throughput(
         peak_rss = peak_rss.max(rss_kb(pid, "VmRSS:").unwrap_or(0));
         peak_anon = peak_anon.max(rss_kb(pid, "RssAnon:").unwrap_or(0));
     }
-    let mut total = 0;
-    for t in tasks {
-        total += t.await??;
-    }
+    let total = finds.await?;
     let elapsed = started.elapsed().as_secs_f64();
     let secs_of = |ticks: u64| ticks as f64 / 100.0;
     Ok(Throughput {
@@ -823,6 +844,215 @@ async fn throughput(
         peak_rss,
         peak_anon,
     })
+}
+
+/// The same 32-client run as [`throughput`], from a lean load client: raw HTTP/2 (the `h2` crate)
+/// on one thread, each request encoded once before the run, each answer checked only for what
+/// proves it whole (HTTP 200, an uncompressed gRPC message that fills the body, 50 non-empty
+/// records, the `grpc-status: 0` trailer). It shows what the server sustains when the client
+/// takes as little of the shared cores as it can; the tonic rows are what an application sees.
+async fn throughput_raw_h2(
+    addr: std::net::SocketAddr,
+    pid: u32,
+    t: &Target,
+    secs: u64,
+) -> anyhow::Result<Throughput> {
+    let seqs = sequences(t.rows);
+    // One gRPC-framed request per sequence, shared by the clients.
+    let frames: Arc<Vec<bytes::Bytes>> = Arc::new(
+        (1..=seqs)
+            .map(|k| raw_h2::grpc_frame(&indexed_find(k)))
+            .collect(),
+    );
+    let (connected_tx, connected_rx) = tokio::sync::oneshot::channel::<Instant>();
+    let client = std::thread::spawn(move || -> anyhow::Result<u64> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(async move {
+            let uri: http::Uri =
+                format!("http://{addr}/shotgun_cache.v1.QueryService/Find").parse()?;
+            // Connect every client first, so the run measures Finds only.
+            let mut conns = Vec::new();
+            for _ in 0..CLIENTS {
+                conns.push(raw_h2::connect(addr).await?);
+            }
+            let deadline = Instant::now() + Duration::from_secs(secs);
+            let _ = connected_tx.send(deadline);
+            let mut tasks = Vec::new();
+            for (w, mut send) in conns.into_iter().enumerate() {
+                let (uri, frames) = (uri.clone(), frames.clone());
+                tasks.push(tokio::spawn(async move {
+                    let mut n = 0u64;
+                    let mut k = w as i64;
+                    let mut buf = Vec::new();
+                    while Instant::now() < deadline {
+                        k = (k * 31 + 17) % seqs + 1;
+                        let frame = frames[(k - 1) as usize].clone();
+                        raw_h2::find(&mut send, &uri, frame, &mut buf).await?;
+                        n += 1;
+                    }
+                    anyhow::Ok(n)
+                }));
+            }
+            let mut total = 0;
+            for t in tasks {
+                total += t.await??;
+            }
+            Ok(total)
+        })
+    });
+    let Ok(deadline) = connected_rx.await else {
+        // The client thread ended before its run began: its error says why.
+        return Err(match client.join() {
+            Ok(Err(e)) => e.context("the raw HTTP/2 client could not start"),
+            _ => anyhow::anyhow!("the raw HTTP/2 client thread ended early"),
+        });
+    };
+    measure(pid, t, deadline, async move {
+        tokio::task::spawn_blocking(move || {
+            client
+                .join()
+                .map_err(|_| anyhow::anyhow!("the raw HTTP/2 client thread panicked"))?
+        })
+        .await?
+    })
+    .await
+}
+
+/// The lean load client's gRPC over HTTP/2 (see [`throughput_raw_h2`]).
+mod raw_h2 {
+    use anyhow::{Context as _, anyhow, bail, ensure};
+    use bytes::Bytes;
+
+    /// A request message in gRPC's length-prefixed framing (uncompressed).
+    pub(super) fn grpc_frame(msg: &impl prost::Message) -> Bytes {
+        let len = msg.encoded_len();
+        let mut b = Vec::with_capacity(5 + len);
+        b.push(0);
+        b.extend_from_slice(&(len as u32).to_be_bytes());
+        msg.encode_raw(&mut b);
+        b.into()
+    }
+
+    /// An HTTP/2 connection (prior knowledge, no TLS), driven by a task of its own.
+    pub(super) async fn connect(
+        addr: std::net::SocketAddr,
+    ) -> anyhow::Result<h2::client::SendRequest<Bytes>> {
+        let tcp = tokio::net::TcpStream::connect(addr)
+            .await
+            .with_context(|| format!("connect to {addr}"))?;
+        tcp.set_nodelay(true)?;
+        let (send, conn) = h2::client::handshake(tcp).await?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                eprintln!("raw HTTP/2 connection ended: {e}");
+            }
+        });
+        Ok(send)
+    }
+
+    /// One unary Find: sends `frame`, reads the answer into `buf` and checks it is whole and
+    /// successful, with 50 non-empty records.
+    pub(super) async fn find(
+        send: &mut h2::client::SendRequest<Bytes>,
+        uri: &http::Uri,
+        frame: Bytes,
+        buf: &mut Vec<u8>,
+    ) -> anyhow::Result<()> {
+        std::future::poll_fn(|cx| send.poll_ready(cx)).await?;
+        let req = http::Request::post(uri.clone())
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(())?;
+        let (resp, mut stream) = send.send_request(req, false)?;
+        stream.send_data(frame, true)?;
+        let (head, mut body) = resp.await?.into_parts();
+        ensure!(head.status == 200, "HTTP status {}", head.status);
+        // A trailers-only answer is an error: its status is in the headers.
+        if let Some(status) = head.headers.get("grpc-status") {
+            bail!(
+                "grpc-status {status:?}: {:?}",
+                head.headers.get("grpc-message")
+            );
+        }
+        buf.clear();
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk?;
+            body.flow_control().release_capacity(chunk.len())?;
+            buf.extend_from_slice(&chunk);
+        }
+        let trailers = body
+            .trailers()
+            .await?
+            .ok_or_else(|| anyhow!("no trailers"))?;
+        let status = trailers
+            .get("grpc-status")
+            .ok_or_else(|| anyhow!("no grpc-status trailer"))?;
+        ensure!(
+            status == "0",
+            "grpc-status {status:?}: {:?}",
+            trailers.get("grpc-message")
+        );
+        let (prefix, msg) = buf
+            .split_at_checked(5)
+            .ok_or_else(|| anyhow!("a body of {} bytes has no gRPC prefix", buf.len()))?;
+        ensure!(prefix[0] == 0, "a compressed answer (flag {})", prefix[0]);
+        let len = u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize;
+        ensure!(
+            msg.len() == len,
+            "the gRPC prefix says {len} bytes, the body has {}",
+            msg.len()
+        );
+        let records = count_records(msg)?;
+        ensure!(records == 50, "a Find returned {records} records");
+        Ok(())
+    }
+
+    /// The `records` (field 1) of an encoded `FindResponse`, each checked to be non-empty; other
+    /// fields are skipped.
+    pub(super) fn count_records(msg: &[u8]) -> anyhow::Result<usize> {
+        let mut at = 0;
+        let mut records = 0;
+        while at < msg.len() {
+            let key = varint(msg, &mut at)?;
+            let skip = match key & 7 {
+                0 => {
+                    varint(msg, &mut at)?;
+                    0
+                }
+                1 => 8,
+                5 => 4,
+                2 => {
+                    let len = varint(msg, &mut at)? as usize;
+                    if key >> 3 == 1 {
+                        ensure!(len > 0, "an empty record");
+                        records += 1;
+                    }
+                    len
+                }
+                w => bail!("wire type {w} at byte {at}"),
+            };
+            at = at
+                .checked_add(skip)
+                .filter(|&end| end <= msg.len())
+                .ok_or_else(|| anyhow!("a field runs past the message's end"))?;
+        }
+        Ok(records)
+    }
+
+    fn varint(b: &[u8], at: &mut usize) -> anyhow::Result<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = *b.get(*at).ok_or_else(|| anyhow!("a truncated varint"))?;
+            *at += 1;
+            v |= u64::from(byte & 0x7f) << shift;
+            if byte < 0x80 {
+                return Ok(v);
+            }
+        }
+        bail!("a varint longer than 10 bytes")
+    }
 }
 
 async fn bench(url: &str, pid: u32, t: &Target, secs: u64) -> anyhow::Result<Figures> {
@@ -900,9 +1130,34 @@ async fn bench(url: &str, pid: u32, t: &Target, secs: u64) -> anyhow::Result<Fig
 
     // Throughput: 32 concurrent clients, each on its own connection; first decoding every
     // response in full, then decoding only each response's record framing (see `Decode`).
-    let full = throughput(url, pid, t, secs, Decode::Full).await?;
-    let framing = throughput(url, pid, t, secs, Decode::Framing).await?;
-    for (run, label) in [(&full, "full decode"), (&framing, "framing decode")] {
+    let clients = std::env::var("BENCH_LOAD_CLIENTS").unwrap_or_else(|_| "full,framing,raw".into());
+    let mut runs = Vec::new();
+    for c in clients.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+        runs.push(match c {
+            "full" => (
+                throughput(url, pid, t, secs, Decode::Full).await?,
+                "full decode",
+            ),
+            "framing" => (
+                throughput(url, pid, t, secs, Decode::Framing).await?,
+                "framing decode",
+            ),
+            "raw" => {
+                let addr = url
+                    .trim_start_matches("http://")
+                    .parse()
+                    .map_err(|e| anyhow::anyhow!("the server address in {url}: {e}"))?;
+                (
+                    throughput_raw_h2(addr, pid, t, secs).await?,
+                    "raw HTTP/2 client",
+                )
+            }
+            other => anyhow::bail!(
+                "BENCH_LOAD_CLIENTS: unknown load client {other:?} (full, framing, raw)"
+            ),
+        });
+    }
+    for (run, label) in &runs {
         let name = format!("indexed Find, 32 concurrent clients, {label} (gRPC): Find/s");
         fig.push(
             &name,
@@ -957,8 +1212,8 @@ async fn bench(url: &str, pid: u32, t: &Target, secs: u64) -> anyhow::Result<Fig
             );
         }
     }
-    let peak_rss = full.peak_rss.max(framing.peak_rss);
-    let peak_anon = full.peak_anon.max(framing.peak_anon);
+    let peak_rss = runs.iter().map(|(r, _)| r.peak_rss).max().unwrap_or(0);
+    let peak_anon = runs.iter().map(|(r, _)| r.peak_anon).max().unwrap_or(0);
 
     // Watch: 100 subscribers; latency from the writer's commit to delivery.
     let subscribers = 100;
