@@ -327,7 +327,10 @@ pub trait Store: Send + Sync + 'static {
     /// The lowest retained sequence number (entries before it were trimmed), or `None` when empty.
     async fn journal_tail(&self) -> Result<Option<u64>, StoreError>;
 
-    /// Deletes journal entries applied before `before`. Returns how many were removed.
+    /// Deletes the oldest journal entries: a prefix by sequence number, up to the first entry
+    /// applied at or after `before` (everything when there is none). An entry applied before
+    /// `before` but after a kept one (the writer's clock stepped back) stays, so the journal never
+    /// has a hole. Returns how many were removed.
     async fn trim_journal(&self, before: DateTime) -> Result<u64, StoreError>;
 
     /// Waits until the journal head is greater than `after` or `timeout` passes; returns the head.

@@ -581,7 +581,7 @@ mod tests {
             .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()));
         let Some(address) = addr else {
             eprintln!(
-                "SKIPPED crash replay: no ReQL server (set SHOTGUN_CACHE_TEST_RETHINKDB=host:port or run scripts/test-rethinkdb)"
+                "SKIPPED the RethinkDB commit tests (crash replay, journal trim): no ReQL server (set SHOTGUN_CACHE_TEST_RETHINKDB=host:port or run scripts/test-rethinkdb)"
             );
             return None;
         };
@@ -710,6 +710,76 @@ mod tests {
             ]
         );
         assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
+        store.drop_database().await.expect("drop database");
+    }
+
+    /// Trimming removes a prefix by sequence number: an entry older than the cut-off that comes
+    /// after a kept one (the writer's clock stepped back) stays, so the journal never has a hole a
+    /// resumed Watch would skip without knowing.
+    #[tokio::test]
+    async fn trimming_removes_a_prefix_even_when_the_clock_stepped_back() {
+        use crate::model::DateTime;
+        use crate::store::rethinkdb::term::{lit, op, op_opts};
+        use ql2::term::TermType as T;
+
+        let Some(store) = fresh().await else { return };
+        let mut shot = Entity::new("Shot", 1);
+        shot.fields.insert("code".into(), Value::Text("a".into()));
+        let create = WriteBatch {
+            writes: vec![EntityWrite::Upsert {
+                entity: shot,
+                floor: 0,
+                event_id: 1,
+            }],
+            journal: true,
+            ..Default::default()
+        };
+        store.commit(create).await.expect("create");
+        for e in 2..=6 {
+            store
+                .commit(rename(e, &format!("c{e}")))
+                .await
+                .expect("rename");
+        }
+        let all: Vec<u64> = store
+            .journal_after(0, 100)
+            .await
+            .expect("journal")
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(all.len(), 6);
+        // Applied at 100, 200, 300, 250 (the clock stepped back), 400, 500.
+        for (seq, at) in all.iter().zip([100, 200, 300, 250, 400, 500]) {
+            let one = op_opts(
+                T::Between,
+                vec![store.tbl("journal"), json!(seq), json!(seq + 1)],
+                json!({"index": "seq"}),
+            );
+            store
+                .atom(op(T::Update, vec![one, lit(&json!({ "at": at }))]))
+                .await
+                .expect("set at");
+        }
+        let left = || async {
+            store
+                .journal_after(0, 100)
+                .await
+                .expect("journal")
+                .iter()
+                .map(|e| e.seq)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(store.trim_journal(DateTime(50)).await.expect("trim"), 0);
+        // Entry 4 (at 250) is older than 260 but comes after entry 3 (at 300), which is kept.
+        assert_eq!(store.trim_journal(DateTime(260)).await.expect("trim"), 2);
+        assert_eq!(left().await, all[2..].to_vec());
+        assert_eq!(store.trim_journal(DateTime(450)).await.expect("trim"), 3);
+        assert_eq!(left().await, all[5..].to_vec());
+        // Everything older: all of it goes, and the head stays.
+        assert_eq!(store.trim_journal(DateTime(9999)).await.expect("trim"), 1);
+        assert_eq!(store.journal_tail().await.expect("tail"), None);
+        assert_eq!(store.journal_head().await.expect("head"), all[5]);
         store.drop_database().await.expect("drop database");
     }
 }

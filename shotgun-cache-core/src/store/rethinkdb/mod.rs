@@ -331,12 +331,12 @@ impl RethinkStore {
         for t in FIXED_TABLES {
             ignore_exists(self.ensure_table(t).await)?;
         }
-        for idx in ["seq", "at"] {
-            ignore_exists(
-                self.ensure_index("journal", idx, func1(|row| field(row, idx)), false)
-                    .await,
-            )?;
-        }
+        // (Databases made before the journal was trimmed by `seq` also have an index on `at`,
+        // which nothing reads.)
+        ignore_exists(
+            self.ensure_index("journal", "seq", func1(|row| field(row, "seq")), false)
+                .await,
+        )?;
         self.index_wait(self.tbl("journal")).await?;
         let counter = op(
             T::Insert,
@@ -764,10 +764,36 @@ impl Store for RethinkStore {
             json!({"conflict": "replace"}),
         ))
         .await?;
+        // A prefix by sequence number, up to the first entry applied at or after `before` (all of
+        // them, up to the head read above, when there is none): deleting by `at` alone would leave
+        // a hole after a step back of the writer's clock, which a resumed Watch would skip without
+        // knowing. The ordered scan stops at the first entry it keeps.
+        let in_order = op_opts(
+            T::OrderBy,
+            vec![self.tbl("journal")],
+            json!({"index": term::asc(json!("seq"))}),
+        );
+        let kept = op(
+            T::Filter,
+            vec![
+                in_order,
+                func1(|row| term::ge(field(row, "at"), json!(before.0))),
+            ],
+        );
+        let first_kept = self
+            .list(op(T::Pluck, vec![term::limit(kept, 1), json!("seq")]))
+            .await?
+            .first()
+            .and_then(|d| d.get("seq"))
+            .and_then(Json::as_u64);
         let sel = op_opts(
             T::Between,
-            vec![self.tbl("journal"), op(T::Minval, vec![]), json!(before.0)],
-            json!({"index": "at"}),
+            vec![
+                self.tbl("journal"),
+                op(T::Minval, vec![]),
+                json!(first_kept.unwrap_or(head + 1)),
+            ],
+            json!({"index": "seq"}),
         );
         let r = self.atom(op(T::Delete, vec![sel])).await?;
         Ok(r.get("deleted").and_then(Json::as_u64).unwrap_or(0))

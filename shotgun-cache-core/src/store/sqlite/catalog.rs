@@ -53,7 +53,6 @@ CREATE TABLE IF NOT EXISTS sc_journal(
     at INTEGER NOT NULL,
     entity TEXT
 );
-CREATE INDEX IF NOT EXISTS sc_journal_at ON sc_journal(at);
 INSERT OR IGNORE INTO sc_meta(key, value) VALUES ('gen', '1');
 ";
 

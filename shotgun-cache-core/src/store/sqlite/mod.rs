@@ -269,6 +269,11 @@ fn open_connection(path: &Path, role: Role) -> Result<Connection, StoreError> {
 /// `synchronous=NORMAL`). The thread ends when the write connection is closed.
 fn open_writer(path: &Path, checkpoints: Arc<AtomicU64>) -> Result<Connection, StoreError> {
     let mut conn = open_connection(path, Role::Writer)?;
+    // Files written before the journal was trimmed as a prefix by `seq` have an index on `at`, which
+    // nothing reads any more and every journaled write would keep up (only the writer migrates:
+    // query-servers never write).
+    conn.execute_batch("DROP INDEX IF EXISTS sc_journal_at")
+        .map_err(sql_err)?;
     let (wake, woken) = std::sync::mpsc::sync_channel::<()>(1);
     let checkpoint_path = path.to_owned();
     std::thread::Builder::new()
@@ -743,6 +748,66 @@ mod tests {
             |r| r.get(0),
         )
         .map_err(sql_err)
+    }
+
+    /// The journal is trimmed as a prefix by sequence number: an entry whose time is older than
+    /// the cut-off but comes after one that is kept (the writer's clock stepped back) stays, so the
+    /// journal never has a hole a resumed Watch would skip without knowing.
+    #[tokio::test]
+    async fn trimming_the_journal_removes_a_prefix_even_when_the_clock_stepped_back() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("s.db");
+        // An index on `at`, as files written before this version have: the writer drops it.
+        let old = rusqlite::Connection::open(&path).expect("open raw");
+        old.execute_batch(catalog::BOOTSTRAP).expect("bootstrap");
+        old.execute_batch("CREATE INDEX sc_journal_at ON sc_journal(at)")
+            .expect("old index");
+        drop(old);
+        let store = SqliteStore::open(&path).expect("open");
+        // seq 1..=6 applied at 100, 200, 300, 250 (the clock stepped back), 400, 500.
+        store
+            .write(|c, _| {
+                for at in [100, 200, 300, 250, 400, 500] {
+                    c.execute(
+                        "INSERT INTO sc_journal(event_id, entity_type, entity_id, op, fields, at) \
+                         VALUES (1, 'Shot', 1, 'update', '[]', ?1)",
+                        [at],
+                    )
+                    .map_err(sql_err)?;
+                }
+                Ok(((), false))
+            })
+            .await
+            .expect("journal rows");
+        let seqs = |c: &Connection, _: &Catalog| {
+            let mut s = c
+                .prepare("SELECT seq FROM sc_journal ORDER BY seq")
+                .map_err(sql_err)?;
+            let v = s
+                .query_map([], |r| r.get::<_, i64>(0))
+                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>());
+            v.map_err(sql_err)
+        };
+        let indexes = |c: &Connection, _: &Catalog| {
+            c.query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'sc_journal_at'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map_err(sql_err)
+        };
+        assert_eq!(store.read(indexes).await.expect("indexes"), 0, "dropped");
+        assert_eq!(store.trim_journal(DateTime(50)).await.expect("trim"), 0);
+        // Entry 4 (at 250) is older than 260 but comes after entry 3 (at 300), which is kept.
+        assert_eq!(store.trim_journal(DateTime(260)).await.expect("trim"), 2);
+        assert_eq!(store.read(seqs).await.expect("seqs"), vec![3, 4, 5, 6]);
+        assert_eq!(store.journal_tail().await.expect("tail"), Some(3));
+        assert_eq!(store.trim_journal(DateTime(450)).await.expect("trim"), 3);
+        assert_eq!(store.read(seqs).await.expect("seqs"), vec![6]);
+        // Everything older: all of it goes, and the head stays.
+        assert_eq!(store.trim_journal(DateTime(9999)).await.expect("trim"), 1);
+        assert_eq!(store.journal_tail().await.expect("tail"), None);
+        assert_eq!(store.journal_head().await.expect("head"), 6);
     }
 
     #[tokio::test]

@@ -608,9 +608,20 @@ pub(crate) fn journal_tail(conn: &Connection) -> Result<Option<u64>, StoreError>
     Ok(v.map(|v| u64::try_from(v).unwrap_or(0)))
 }
 
+/// Deletes the journal's oldest entries: a prefix by sequence number, up to the first entry applied
+/// at or after `before` (all of them when there is none). Deleting by `at` alone would leave a hole
+/// after a step back of the writer's clock (a later entry with an earlier time), and a Watch resumed
+/// from before the hole would skip it without knowing. The scan runs in `seq` order (`NOT INDEXED`:
+/// the rowid's order, not a sort) and stops at the first entry it keeps, so it reads only what it
+/// deletes.
 pub(crate) fn trim_journal(conn: &Connection, before: DateTime) -> Result<u64, StoreError> {
     let n = conn
-        .execute("DELETE FROM sc_journal WHERE at < ?1", params![before.0])
+        .execute(
+            "DELETE FROM sc_journal WHERE seq < coalesce(\
+                 (SELECT seq FROM sc_journal NOT INDEXED WHERE at >= ?1 ORDER BY seq LIMIT 1), \
+                 (SELECT seq + 1 FROM sqlite_sequence WHERE name = 'sc_journal'))",
+            params![before.0],
+        )
         .map_err(sql_err)?;
     Ok(n as u64)
 }
