@@ -520,13 +520,24 @@ fn parse_cursor_state(v: &serde_json::Value) -> (i64, Option<DateTime>) {
 
 /// A stable hash of what defines a query's row sequence (not its return fields), for cursors.
 fn query_hash(p: &FindParams, limit: u32) -> u64 {
-    let mut h = sha2::Sha256::new();
-    let key = format!(
-        "{:?}|{:?}|{:?}|{}|{}",
-        p.entity_type, p.filter, p.sorts, limit, p.retired_only
+    /// Feeds formatted text straight into the hash (no string per Find).
+    struct Feed(sha2::Sha256);
+    impl std::fmt::Write for Feed {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            self.0.update(s.as_bytes());
+            Ok(())
+        }
+    }
+    let mut h = Feed(sha2::Sha256::new());
+    // Writing into the hash cannot fail.
+    let _ = std::fmt::Write::write_fmt(
+        &mut h,
+        format_args!(
+            "{:?}|{:?}|{:?}|{}|{}",
+            p.entity_type, p.filter, p.sorts, limit, p.retired_only
+        ),
     );
-    h.update(key.as_bytes());
-    let d = h.finalize();
+    let d = h.0.finalize();
     let mut b = [0u8; 8];
     b.copy_from_slice(&d[..8]);
     u64::from_be_bytes(b)
