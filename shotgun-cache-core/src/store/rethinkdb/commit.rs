@@ -619,6 +619,21 @@ mod tests {
         }
     }
 
+    /// Creates Shot 1 with code "a" at `event_id`.
+    fn create(event_id: i64) -> WriteBatch {
+        let mut shot = Entity::new("Shot", 1);
+        shot.fields.insert("code".into(), Value::Text("a".into()));
+        WriteBatch {
+            writes: vec![EntityWrite::Upsert {
+                entity: shot,
+                floor: 0,
+                event_id,
+            }],
+            journal: true,
+            ..Default::default()
+        }
+    }
+
     async fn code(store: &RethinkStore) -> Value {
         store
             .get("Shot", 1)
@@ -632,18 +647,7 @@ mod tests {
     #[tokio::test]
     async fn replay_after_each_crash_point_is_exact() {
         let Some(store) = fresh().await else { return };
-        let mut shot = Entity::new("Shot", 1);
-        shot.fields.insert("code".into(), Value::Text("a".into()));
-        let create = WriteBatch {
-            writes: vec![EntityWrite::Upsert {
-                entity: shot,
-                floor: 0,
-                event_id: 5,
-            }],
-            journal: true,
-            ..Default::default()
-        };
-        store.commit(create).await.expect("create");
+        store.commit(create(5)).await.expect("create");
         let head0 = store.journal_head().await.expect("head");
 
         // Killed after the journal, before the data: the entry exists, the data is old.
@@ -723,18 +727,7 @@ mod tests {
         use ql2::term::TermType as T;
 
         let Some(store) = fresh().await else { return };
-        let mut shot = Entity::new("Shot", 1);
-        shot.fields.insert("code".into(), Value::Text("a".into()));
-        let create = WriteBatch {
-            writes: vec![EntityWrite::Upsert {
-                entity: shot,
-                floor: 0,
-                event_id: 1,
-            }],
-            journal: true,
-            ..Default::default()
-        };
-        store.commit(create).await.expect("create");
+        store.commit(create(1)).await.expect("create");
         for e in 2..=6 {
             store
                 .commit(rename(e, &format!("c{e}")))
