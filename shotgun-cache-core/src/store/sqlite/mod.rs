@@ -877,6 +877,8 @@ mod tests {
     async fn a_read_over_its_inline_budget_is_interrupted_and_run_again_on_a_blocking_thread() {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = SqliteStore::open(&dir.path().join("s.db")).expect("open");
+        let pooled = || store.inner.readers.lock().map(|p| p.len()).unwrap_or(0);
+        let idle = pooled().max(1);
         // Inline with no budget to speak of: interrupted, and nothing comes back.
         assert!(
             store
@@ -884,6 +886,11 @@ mod tests {
                 .with_reader_budget(long_sum, Duration::from_micros(1))
                 .is_none(),
             "the budget interrupts the read"
+        );
+        assert_eq!(
+            pooled(),
+            idle,
+            "the interrupted read's transaction is rolled back and its connection pooled again"
         );
         // The connection went back to the pool without its handler: an unbudgeted read on it runs
         // to the end.
