@@ -170,6 +170,50 @@ struct Prepared {
     commit_ms: u64,
 }
 
+impl Prepared {
+    /// The batch to commit, and what is needed of its writes afterwards.
+    fn take_batch(&mut self) -> (WriteBatch, Vec<WriteMark>) {
+        let batch = std::mem::take(&mut self.batch);
+        let marks = batch.writes.iter().map(WriteMark::of).collect();
+        (batch, marks)
+    }
+}
+
+/// What the engine needs of a write once it is committed (the write itself goes to the store):
+/// its target, its event id, and its kind.
+struct WriteMark {
+    entity_type: String,
+    id: i64,
+    event_id: i64,
+    kind: MarkKind,
+}
+
+#[derive(Clone, Copy)]
+enum MarkKind {
+    Upsert,
+    Remove,
+    /// A patch, retire or revive: a write to a row that must exist.
+    OnRow,
+}
+
+impl WriteMark {
+    fn of(w: &EntityWrite) -> WriteMark {
+        let (t, id) = write_target(w);
+        WriteMark {
+            entity_type: t.to_owned(),
+            id,
+            event_id: write_event_id(w),
+            kind: match w {
+                EntityWrite::Upsert { .. } => MarkKind::Upsert,
+                EntityWrite::Remove { .. } => MarkKind::Remove,
+                EntityWrite::Patch { .. }
+                | EntityWrite::Retire { .. }
+                | EntityWrite::Revive { .. } => MarkKind::OnRow,
+            },
+        }
+    }
+}
+
 /// The sync engine. Shared by the follower task, the gRPC service and the admin port.
 pub struct Engine {
     pub config: Config,
@@ -729,7 +773,7 @@ impl Engine {
                     serde_json::to_value(&progress).unwrap_or(serde_json::Value::Null),
                 );
             }
-            self.commit_retrying(&batch).await?;
+            self.commit_retrying(batch).await?;
             *c = d;
             drop(c);
             self.status.set_progress(&plan.entity_type, |p| {
@@ -743,21 +787,34 @@ impl Engine {
     }
 
     /// Commits with a few retries on transient store errors.
+    ///
+    /// The store hands the batch back when a second attempt with it is correct, so no copy is
+    /// made in advance; a transient failure that used the batch up goes to the caller, whose
+    /// recovery starts again from the cursor in the store.
     async fn commit_retrying(
         &self,
-        batch: &WriteBatch,
+        mut batch: WriteBatch,
     ) -> Result<shotgun_cache_core::store::CommitResult, EngineError> {
         let mut attempt = 0;
         loop {
-            match self.store.commit(batch.clone()).await {
+            match self.store.commit_or_return(batch).await {
                 Ok(r) => return Ok(r),
-                Err(e @ (StoreError::Unavailable(_) | StoreError::Timeout(_))) if attempt < 5 => {
+                Err((
+                    e @ (StoreError::Unavailable(_) | StoreError::Timeout(_)),
+                    Some(returned),
+                )) if attempt < 5 => {
                     attempt += 1;
                     self.status.commit_errors.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(error = %e, attempt, "store commit failed; retrying");
                     tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+                    batch = returned;
                 }
-                Err(e) => return Err(e.into()),
+                Err((e, _)) => {
+                    if matches!(e, StoreError::Unavailable(_) | StoreError::Timeout(_)) {
+                        self.status.commit_errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                    return Err(e.into());
+                }
             }
         }
     }
@@ -860,9 +917,10 @@ impl Engine {
             journal: true,
             ..WriteBatch::default()
         };
-        let r = self.commit_retrying(&batch).await?;
+        let marks: Vec<WriteMark> = batch.writes.iter().map(WriteMark::of).collect();
+        let r = self.commit_retrying(batch).await?;
         drop(guard);
-        self.note_outcomes(&batch.writes, &r.outcomes).await;
+        self.note_outcomes(&marks, &r.outcomes).await;
         self.status.journal_head.store(
             r.journal
                 .last()
@@ -873,31 +931,15 @@ impl Engine {
         Ok(r.outcomes)
     }
 
-    async fn note_outcomes(&self, writes: &[EntityWrite], outcomes: &[WriteOutcome]) {
+    async fn note_outcomes(&self, writes: &[WriteMark], outcomes: &[WriteOutcome]) {
         let mut known = self.known.lock().await;
         for (w, o) in writes.iter().zip(outcomes) {
-            match (w, o) {
-                (EntityWrite::Upsert { entity, .. }, _) => {
-                    known.set(&entity.entity_type, entity.id, true)
+            match (w.kind, o) {
+                (MarkKind::Upsert, _) => known.set(&w.entity_type, w.id, true),
+                (MarkKind::Remove, WriteOutcome::Applied { .. })
+                | (MarkKind::OnRow, WriteOutcome::Missing) => {
+                    known.set(&w.entity_type, w.id, false)
                 }
-                (
-                    EntityWrite::Remove {
-                        entity_type, id, ..
-                    },
-                    WriteOutcome::Applied { .. },
-                ) => known.set(entity_type, *id, false),
-                (
-                    EntityWrite::Patch {
-                        entity_type, id, ..
-                    }
-                    | EntityWrite::Retire {
-                        entity_type, id, ..
-                    }
-                    | EntityWrite::Revive {
-                        entity_type, id, ..
-                    },
-                    WriteOutcome::Missing,
-                ) => known.set(entity_type, *id, false),
                 _ => {}
             }
         }
@@ -965,13 +1007,14 @@ impl Engine {
                     self.prepare_events(cursor.clone(), events).await?
                 }
                 Some(mut p) => {
+                    let (batch, marks) = p.take_batch();
                     let (committed, next) = tokio::join!(
-                        self.timed_commit(&p.batch),
+                        self.timed_commit(batch),
                         self.prepare_events(cursor.clone(), events)
                     );
                     let (committed, ms) = committed;
                     p.commit_ms = ms;
-                    self.finish_prepared(p, committed?).await?;
+                    self.finish_prepared(p, &marks, committed?).await?;
                     next?
                 }
                 None => self.prepare_events(cursor.clone(), events).await?,
@@ -1035,7 +1078,7 @@ impl Engine {
                         serde_json::Value::Array(aside.split_off(keep)),
                     );
                     b.state.insert("cursor".into(), cursor.to_json());
-                    self.commit_retrying(&b).await?;
+                    self.commit_retrying(b).await?;
                     *self.cursor.lock().await = cursor.clone();
                 }
                 Err(other) => return Err(other),
@@ -1058,14 +1101,15 @@ impl Engine {
     }
 
     async fn commit_prepared(&self, mut p: Prepared) -> Result<(), EngineError> {
-        let (result, ms) = self.timed_commit(&p.batch).await;
+        let (batch, marks) = p.take_batch();
+        let (result, ms) = self.timed_commit(batch).await;
         p.commit_ms = ms;
-        self.finish_prepared(p, result?).await
+        self.finish_prepared(p, &marks, result?).await
     }
 
     async fn timed_commit(
         &self,
-        batch: &WriteBatch,
+        batch: WriteBatch,
     ) -> (
         Result<shotgun_cache_core::store::CommitResult, EngineError>,
         u64,
@@ -1341,10 +1385,11 @@ impl Engine {
     async fn finish_prepared(
         &self,
         p: Prepared,
+        all: &[WriteMark],
         result: shotgun_cache_core::store::CommitResult,
     ) -> Result<(), EngineError> {
         let Prepared {
-            batch,
+            batch: _,
             cursor,
             rereads,
             plans,
@@ -1359,7 +1404,6 @@ impl Engine {
             now,
             commit_ms,
         } = p;
-        let all = batch.writes;
         tracing::debug!(
             events = n_events,
             writes = all.len(),
@@ -1369,7 +1413,7 @@ impl Engine {
             ready_to_done_ms = t_ready.elapsed().as_millis() as u64,
             "applied a batch"
         );
-        self.note_outcomes(&all, &result.outcomes).await;
+        self.note_outcomes(all, &result.outcomes).await;
         if let Some(j) = result.journal.last() {
             self.status.journal_head.store(j.seq, Ordering::Relaxed);
         }
@@ -1380,7 +1424,7 @@ impl Engine {
         let mut missing: BTreeMap<String, BTreeMap<i64, i64>> = BTreeMap::new();
         for (w, o) in all.iter().zip(&result.outcomes) {
             if *o == WriteOutcome::Missing {
-                let (t, id) = write_target(w);
+                let (t, id) = (w.entity_type.as_str(), w.id);
                 if rereads.get(t).is_some_and(|m| m.contains_key(&id)) {
                     continue;
                 }
@@ -1388,7 +1432,7 @@ impl Engine {
                     missing
                         .entry(t.to_owned())
                         .or_default()
-                        .insert(id, write_event_id(w));
+                        .insert(id, w.event_id);
                 }
             }
         }

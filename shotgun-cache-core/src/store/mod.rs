@@ -282,6 +282,17 @@ pub trait Store: Send + Sync + 'static {
     /// Commits a batch (see the module contract).
     async fn commit(&self, batch: WriteBatch) -> Result<CommitResult, StoreError>;
 
+    /// [`commit`](Self::commit), handing the batch back with the error whenever a second attempt
+    /// with it is correct (nothing of it was used up, or the backend's commit is replay-safe), so
+    /// a caller that retries needs no copy made in advance. `None` with the error otherwise. The
+    /// default hands nothing back.
+    async fn commit_or_return(
+        &self,
+        batch: WriteBatch,
+    ) -> Result<CommitResult, (StoreError, Option<WriteBatch>)> {
+        self.commit(batch).await.map_err(|e| (e, None))
+    }
+
     /// Starts a re-import of `layout.entity_type` into an empty staging copy (dropping any old one).
     async fn begin_staging(&self, layout: &TypeLayout) -> Result<(), StoreError>;
 

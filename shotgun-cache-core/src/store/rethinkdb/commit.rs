@@ -330,7 +330,7 @@ async fn reserve_seq(store: &RethinkStore, n: u64) -> Result<u64, StoreError> {
 
 pub(super) async fn commit(
     store: &RethinkStore,
-    batch: WriteBatch,
+    batch: &WriteBatch,
 ) -> Result<CommitResult, StoreError> {
     commit_until(store, batch, Stop::Never).await
 }
@@ -346,7 +346,7 @@ pub(super) enum Stop {
 
 pub(super) async fn commit_until(
     store: &RethinkStore,
-    batch: WriteBatch,
+    batch: &WriteBatch,
     stop: Stop,
 ) -> Result<CommitResult, StoreError> {
     let _guard = store.inner.write_lock.lock().await;
@@ -651,7 +651,7 @@ mod tests {
         let head0 = store.journal_head().await.expect("head");
 
         // Killed after the journal, before the data: the entry exists, the data is old.
-        let crashed = commit_until(&store, rename(10, "b"), Stop::AfterJournal)
+        let crashed = commit_until(&store, &rename(10, "b"), Stop::AfterJournal)
             .await
             .expect("journal step");
         assert_eq!(crashed.journal.len(), 1);
@@ -677,7 +677,7 @@ mod tests {
         );
 
         // Killed after the data, before the cursor: the replay is stale everywhere.
-        let crashed = commit_until(&store, rename(11, "c"), Stop::AfterData)
+        let crashed = commit_until(&store, &rename(11, "c"), Stop::AfterData)
             .await
             .expect("data step");
         assert_eq!(crashed.journal.len(), 1);

@@ -670,7 +670,19 @@ impl Store for RethinkStore {
     }
 
     async fn commit(&self, batch: WriteBatch) -> Result<CommitResult, StoreError> {
-        commit::commit(self, batch).await
+        commit::commit(self, &batch).await
+    }
+
+    /// The batch always comes back: a commit here only reads it, and a replayed commit is exact
+    /// (see `commit`).
+    async fn commit_or_return(
+        &self,
+        batch: WriteBatch,
+    ) -> Result<CommitResult, (StoreError, Option<WriteBatch>)> {
+        match commit::commit(self, &batch).await {
+            Ok(r) => Ok(r),
+            Err(e) => Err((e, Some(batch))),
+        }
     }
 
     async fn begin_staging(&self, layout: &TypeLayout) -> Result<(), StoreError> {

@@ -463,29 +463,54 @@ impl Inner {
         &self,
         f: impl FnOnce(&Connection, &Catalog) -> Result<(R, bool), StoreError>,
     ) -> Result<R, StoreError> {
-        let mut guard = self
-            .writer
-            .lock()
-            .map_err(|_| StoreError::Internal("writer lock poisoned".into()))?;
+        self.with_writer_on((), |c, cat, ()| f(c, cat))
+            .map_err(|(e, _)| e)
+    }
+
+    /// [`with_writer`](Self::with_writer) with an input `f` consumes: a failure before `f` runs
+    /// (the writer cannot be opened, the file is locked) hands `input` back with the error.
+    fn with_writer_on<T, R>(
+        &self,
+        input: T,
+        f: impl FnOnce(&Connection, &Catalog, T) -> Result<(R, bool), StoreError>,
+    ) -> Result<R, (StoreError, Option<T>)> {
+        let mut guard = match self.writer.lock() {
+            Ok(g) => g,
+            Err(_) => {
+                return Err((
+                    StoreError::Internal("writer lock poisoned".into()),
+                    Some(input),
+                ));
+            }
+        };
         if guard.is_none() {
-            *guard = Some(open_writer(&self.path, self.checkpoints.clone())?);
+            match open_writer(&self.path, self.checkpoints.clone()) {
+                Ok(c) => *guard = Some(c),
+                Err(e) => return Err((e, Some(input))),
+            }
         }
         let conn = guard
             .as_mut()
             .expect("the writer connection was just opened");
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(sql_err)?;
-        let cat = self.catalog(&tx)?;
-        let (r, changed) = f(&tx, &cat)?;
+        let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+            Ok(tx) => tx,
+            Err(e) => return Err((sql_err(e), Some(input))),
+        };
+        let cat = match self.catalog(&tx) {
+            Ok(cat) => cat,
+            Err(e) => return Err((e, Some(input))),
+        };
+        // From here on `input` is used up: an error rolls the transaction back (dropping `tx`).
+        let used = |e| (e, None);
+        let (r, changed) = f(&tx, &cat, input).map_err(used)?;
         if changed {
-            let fresh = Arc::new(Catalog::load(&tx)?);
-            tx.commit().map_err(sql_err)?;
+            let fresh = Arc::new(Catalog::load(&tx).map_err(used)?);
+            tx.commit().map_err(|e| used(sql_err(e)))?;
             if let Ok(mut slot) = self.catalog.write() {
                 *slot = fresh;
             }
         } else {
-            tx.commit().map_err(sql_err)?;
+            tx.commit().map_err(|e| used(sql_err(e)))?;
         }
         Ok(r)
     }
@@ -643,9 +668,27 @@ impl Store for SqliteStore {
     }
 
     async fn commit(&self, batch: WriteBatch) -> Result<CommitResult, StoreError> {
-        let result = self
-            .write(move |c, cat| write::commit(c, cat, batch))
-            .await?;
+        self.commit_or_return(batch).await.map_err(|(e, _)| e)
+    }
+
+    /// The batch comes back when the commit failed before its transaction used any of it (the
+    /// file was locked by another connection, or the writer could not be opened).
+    // The error carries the batch back by value: one move per commit, no allocation.
+    #[allow(clippy::result_large_err)]
+    async fn commit_or_return(
+        &self,
+        batch: WriteBatch,
+    ) -> Result<CommitResult, (StoreError, Option<WriteBatch>)> {
+        let inner = self.inner.clone();
+        let result =
+            tokio::task::spawn_blocking(move || inner.with_writer_on(batch, write::commit))
+                .await
+                .map_err(|e| {
+                    (
+                        StoreError::Internal(format!("sqlite write task failed: {e}")),
+                        None,
+                    )
+                })??;
         if !result.journal.is_empty() {
             self.inner.journal_changed.notify_waiters();
         }
@@ -762,6 +805,58 @@ mod tests {
             |r| r.get(0),
         )
         .map_err(sql_err)
+    }
+
+    /// A commit that fails before its transaction used the batch (the file is locked by another
+    /// connection) hands the batch back, and the same batch commits once the lock is gone.
+    #[tokio::test]
+    async fn a_commit_refused_by_a_locked_file_hands_the_batch_back() {
+        use crate::model::Value;
+        use crate::store::conformance::{entity, test_layouts, test_schema};
+        use crate::store::{EntityWrite, Store, WriteBatch};
+
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("s.db");
+        let store = SqliteStore::open(&path).expect("open");
+        store
+            .prepare(&test_schema(), &test_layouts())
+            .await
+            .expect("prepare");
+        // Wait 50 ms for the lock instead of the usual 10 s.
+        store
+            .inner
+            .writer
+            .lock()
+            .expect("writer lock")
+            .as_ref()
+            .expect("the writer is open after prepare")
+            .busy_timeout(Duration::from_millis(50))
+            .expect("busy timeout");
+        let batch = || WriteBatch {
+            writes: vec![EntityWrite::Upsert {
+                entity: entity("Shot", 7, &[("code", Value::Text("sh070".into()))]),
+                floor: 0,
+                event_id: 3,
+            }],
+            journal: true,
+            ..WriteBatch::default()
+        };
+        let other = rusqlite::Connection::open(&path).expect("second connection");
+        other.execute_batch("BEGIN IMMEDIATE").expect("lock");
+        let (err, back) = store
+            .commit_or_return(batch())
+            .await
+            .expect_err("the file is locked");
+        assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+        let back = back.expect("the batch comes back");
+        assert_eq!(back.writes, batch().writes);
+        other.execute_batch("ROLLBACK").expect("unlock");
+        let r = store.commit_or_return(back).await.expect("commits");
+        assert_eq!(r.journal.len(), 1);
+        assert_eq!(
+            store.get("Shot", 7).await.expect("get").map(|e| e.id),
+            Some(7)
+        );
     }
 
     /// The journal is trimmed as a prefix by sequence number: an entry whose time is older than
