@@ -8,10 +8,12 @@
 //!   checkbox as 0/1, dates as days since 1970, datetimes as Unix seconds, JSON-valued types as JSON
 //!   text, and single links as three columns `<f>__t`, `<f>__id`, `<f>__n` (type, id, stored name).
 //! - multi_entity values live in a side table per type, `m<generation>_<Type>(src_id, field, pos, dst_type,
-//!   dst_id, name)`, keyed `(src_id, field, pos)` and indexed on `(field, dst_id, dst_type)`, so
-//!   multi_entity `is`/`in` and deep links through multi hops are indexed `IN (SELECT ...)` subqueries.
+//!   dst_id, name)`, keyed `(src_id, field, pos)`. multi_entity `is`/`in` and deep links through
+//!   multi hops are `IN (SELECT ...)` subqueries on it.
 //! - Indexes come from `TypeLayout::indexed`: text-like fields on `sg_fold(col)` (case-insensitive
-//!   matching), numbers/dates on the column, links on `(<f>__id, <f>__t)`. When `project` is indexed,
+//!   matching), numbers/dates on the column, links on `(<f>__id, <f>__t)`, multi_entity fields as a
+//!   partial index `(dst_id, dst_type) WHERE field = '<f>'` on the side table (a multi_entity field
+//!   that is not listed has no index, and a filter on it reads the side table). When `project` is indexed,
 //!   indexed status_list/list/checkbox/entity_type fields also get a composite index led by the
 //!   project link (project-scoped status filters are the most common Shotgun query).
 //! - Bookkeeping tables: `sc_meta` (catalog generation, site schema), `sc_types` (layouts and table

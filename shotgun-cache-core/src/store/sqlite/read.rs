@@ -171,7 +171,7 @@ fn flat_fields<'a>(tc: &'a TypeCat, q: &FindQuery) -> Option<Vec<FlatField<'a>>>
 }
 
 /// The filter, order and paging of a find compiled to one `SELECT <select> ... LIMIT` statement.
-fn compile_find(
+pub(super) fn compile_find(
     cat: &Catalog,
     tc: &TypeCat,
     q: &FindQuery,
