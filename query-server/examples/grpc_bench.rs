@@ -35,7 +35,8 @@
 //!   is filled for each run and dropped at the end.
 //! - `BENCH_BACKENDS` (default `sqlite,rethinkdb`) picks the backends.
 //!
-//! Other environment: `BENCH_SECS` (default 10), `BENCH_LOAD_CLIENTS` (the throughput runs'
+//! Other environment: `BENCH_SECS` (default 10), `BENCH_LOAD_CONCURRENCY` (the throughput runs'
+//! concurrent clients, default 32), `BENCH_LOAD_CLIENTS` (the throughput runs'
 //! load clients, default `full,framing,raw`), `BENCH_FINDS` (single-client Finds per
 //! measurement, default 3,000; the deep-link run uses a third; on reqlite `BENCH_RETHINK_FINDS`,
 //! default 300), and `BENCH_SIM_SCALE`.
@@ -60,7 +61,14 @@ use tonic::transport::Channel;
 
 const PROJECTS: i64 = 10;
 /// Concurrent clients in the throughput runs, each on its own connection.
-const CLIENTS: usize = 32;
+/// The throughput runs' concurrent clients (`BENCH_LOAD_CONCURRENCY`, default 32: the figure).
+fn clients() -> usize {
+    std::env::var("BENCH_LOAD_CONCURRENCY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n: &usize| *n > 0)
+        .unwrap_or(32)
+}
 const STATUSES: [&str; 4] = ["ip", "fin", "wtg", "omt"];
 
 /// Sequences for `rows` shots: 100 shots each (so an indexed Find has 50 rows), at most 1,000.
@@ -771,7 +779,7 @@ async fn throughput(
     let seqs = sequences(t.rows);
     // Connect every client first, so the run measures Finds only.
     let mut channels = Vec::new();
-    for _ in 0..CLIENTS {
+    for _ in 0..clients() {
         channels.push(connect_channel(url).await?);
     }
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -874,7 +882,7 @@ async fn throughput_raw_h2(
                 format!("http://{addr}/shotgun_cache.v1.QueryService/Find").parse()?;
             // Connect every client first, so the run measures Finds only.
             let mut conns = Vec::new();
-            for _ in 0..CLIENTS {
+            for _ in 0..clients() {
                 conns.push(raw_h2::connect(addr).await?);
             }
             let deadline = Instant::now() + Duration::from_secs(secs);
@@ -1130,9 +1138,14 @@ async fn bench(url: &str, pid: u32, t: &Target, secs: u64) -> anyhow::Result<Fig
 
     // Throughput: 32 concurrent clients, each on its own connection; first decoding every
     // response in full, then decoding only each response's record framing (see `Decode`).
-    let clients = std::env::var("BENCH_LOAD_CLIENTS").unwrap_or_else(|_| "full,framing,raw".into());
+    let load_clients =
+        std::env::var("BENCH_LOAD_CLIENTS").unwrap_or_else(|_| "full,framing,raw".into());
     let mut runs = Vec::new();
-    for c in clients.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+    for c in load_clients
+        .split(',')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+    {
         runs.push(match c {
             "full" => (
                 throughput(url, pid, t, secs, Decode::Full).await?,
@@ -1158,7 +1171,8 @@ async fn bench(url: &str, pid: u32, t: &Target, secs: u64) -> anyhow::Result<Fig
         });
     }
     for (run, label) in &runs {
-        let name = format!("indexed Find, 32 concurrent clients, {label} (gRPC): Find/s");
+        let n = clients();
+        let name = format!("indexed Find, {n} concurrent clients, {label} (gRPC): Find/s");
         fig.push(
             &name,
             Cell::Text(format!(
@@ -1170,7 +1184,7 @@ async fn bench(url: &str, pid: u32, t: &Target, secs: u64) -> anyhow::Result<Fig
         );
         println!(
             "{:<58} {:.0} Find/s ({} in {:.1} s; client and server share the machine's cores)",
-            format!("indexed Find, 32 clients, {label}"),
+            format!("indexed Find, {n} clients, {label}"),
             run.per_sec(),
             run.total,
             run.elapsed
@@ -1189,7 +1203,7 @@ async fn bench(url: &str, pid: u32, t: &Target, secs: u64) -> anyhow::Result<Fig
             "load client",
             run.client_cpu_secs,
             format!(
-                "the 32 clients, same cores: {:.1} CPU-s",
+                "the {n} clients, same cores: {:.1} CPU-s",
                 run.client_cpu_secs
             ),
         ));

@@ -14,6 +14,7 @@ use shotgun_cache_proto::v1 as pb;
 use tonic::codegen::http;
 use tonic::{Request, Response, Status};
 
+use crate::coalesce::Load;
 use crate::convert;
 use crate::error::QueryError;
 use crate::service::QueryService;
@@ -23,11 +24,17 @@ pub struct GrpcQueryService {
     svc: QueryService,
     /// The longest any unary call may run, whatever the client's deadline.
     call_cap: Duration,
+    /// Counts the unary calls in flight (see `coalesce`).
+    load: Load,
 }
 
 impl GrpcQueryService {
-    pub fn new(svc: QueryService, call_cap: Duration) -> GrpcQueryService {
-        GrpcQueryService { svc, call_cap }
+    pub(crate) fn new(svc: QueryService, call_cap: Duration, load: Load) -> GrpcQueryService {
+        GrpcQueryService {
+            svc,
+            call_cap,
+            load,
+        }
     }
 }
 
@@ -102,6 +109,7 @@ impl GrpcQueryService {
     where
         F: std::future::Future<Output = Result<T, QueryError>>,
     {
+        let _in_flight = self.load.enter();
         let started = Instant::now();
         let deadline = call_deadline(md, self.call_cap);
         let result = match tokio::time::timeout(deadline, fut).await {

@@ -20,6 +20,7 @@
 pub mod admin;
 pub mod api3;
 pub mod catalog;
+mod coalesce;
 pub mod convert;
 pub mod error;
 pub mod grpc;
@@ -272,11 +273,16 @@ pub async fn run_with(
             "auth.required is true but no tokens are configured (set SHOTGUN_CACHE_AUTH__TOKENS or SHOTGUN_CACHE_AUTH__TOKENS_FILE)"
         );
     }
-    let query =
-        QueryServiceServer::new(grpc::GrpcQueryService::new(service.clone(), opts.call_cap))
-            .accept_compressed(CompressionEncoding::Gzip)
-            .send_compressed(CompressionEncoding::Gzip)
-            .max_decoding_message_size(opts.max_request_bytes);
+    // The unary calls in flight, which decide whether a connection's flush is put off (`coalesce`).
+    let load = coalesce::Load::default();
+    let query = QueryServiceServer::new(grpc::GrpcQueryService::new(
+        service.clone(),
+        opts.call_cap,
+        load.clone(),
+    ))
+    .accept_compressed(CompressionEncoding::Gzip)
+    .send_compressed(CompressionEncoding::Gzip)
+    .max_decoding_message_size(opts.max_request_bytes);
     let query = tonic::service::interceptor::InterceptedService::new(
         query,
         shotgun_cache_proto::auth::BearerAuth::new(config.auth.required, &tokens).on_reject(|| {
@@ -321,6 +327,10 @@ pub async fn run_with(
     let incoming = tonic::transport::server::TcpIncoming::from(listeners.grpc)
         .with_nodelay(Some(true))
         .with_keepalive(Some(Duration::from_secs(60)));
+    // One write per answer instead of two (see `coalesce`).
+    let incoming = futures::StreamExt::map(incoming, move |conn| {
+        conn.map(|c| coalesce::CoalescingIo::new(c, load.clone()))
+    });
     let router = builder
         .layer(grpc::WireErrorsLayer)
         .add_service(health_service)
