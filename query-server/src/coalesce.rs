@@ -65,6 +65,8 @@ pub(crate) struct CoalescingIo<T> {
     written: usize,
     /// The current flush is put off until this yield completes (see `poll_flush`).
     deferred: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    /// The current flush is writing `buf` out; it is not put off again.
+    draining: bool,
 }
 
 impl<T> CoalescingIo<T> {
@@ -75,6 +77,7 @@ impl<T> CoalescingIo<T> {
             buf: Vec::new(),
             written: 0,
             deferred: None,
+            draining: false,
         }
     }
 }
@@ -149,24 +152,29 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for CoalescingIo<T> {
         let me = self.get_mut();
         if me.buf.is_empty() {
             me.deferred = None;
+            me.draining = false;
             return Pin::new(&mut me.io).poll_flush(cx);
         }
         // Come back once more: the caller finishes its flush on the next poll, with whatever it
         // buffers in between. Only while other calls are in flight: putting the flush off goes
         // through the scheduler, which wakes an idle worker thread to do it, and with nothing else
-        // to do that costs a lone client more latency than the second write did.
-        if me.deferred.is_none() && !me.load.busy() {
-            ready!(me.poll_drain(cx))?;
-            return Pin::new(&mut me.io).poll_flush(cx);
+        // to do that costs a lone client more latency than the second write did. Once the put-off
+        // flush has started writing (a full socket can make it take several polls), it is not
+        // put off again.
+        if !me.draining {
+            if me.deferred.is_some() || me.load.busy() {
+                ready!(
+                    me.deferred
+                        .get_or_insert_with(|| Box::pin(tokio::task::yield_now()))
+                        .as_mut()
+                        .poll(cx)
+                );
+                me.deferred = None;
+            }
+            me.draining = true;
         }
-        ready!(
-            me.deferred
-                .get_or_insert_with(|| Box::pin(tokio::task::yield_now()))
-                .as_mut()
-                .poll(cx)
-        );
-        me.deferred = None;
         ready!(me.poll_drain(cx))?;
+        me.draining = false;
         Pin::new(&mut me.io).poll_flush(cx)
     }
 
@@ -189,6 +197,31 @@ impl<T: Connected> Connected for CoalescingIo<T> {
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A flush put off while busy still completes when the peer reads slowly (the socket fills
+    /// and the flush takes many polls), with every byte in order.
+    #[tokio::test]
+    async fn a_put_off_flush_completes_against_a_slow_reader() {
+        let (a, mut b) = tokio::io::duplex(7);
+        let load = Load::default();
+        let _busy = load.enter();
+        let mut w = CoalescingIo::new(a, load.clone());
+        let data: Vec<u8> = (0..200u8).collect();
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            let mut chunk = [0u8; 5];
+            while got.len() < 200 {
+                let n = b.read(&mut chunk).await.expect("read");
+                assert!(n > 0, "the writer closed early");
+                got.extend_from_slice(&chunk[..n]);
+                tokio::task::yield_now().await;
+            }
+            got
+        });
+        w.write_all(&data).await.expect("write");
+        w.flush().await.expect("flush");
+        assert_eq!(reader.await.expect("reader"), data);
+    }
 
     /// Small writes reach the peer in one piece at the flush, a large one in order after them, and
     /// nothing is written before the flush.
