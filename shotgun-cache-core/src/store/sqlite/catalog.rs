@@ -264,8 +264,8 @@ pub(crate) fn ensure_fold_version(conn: &Connection) -> Result<usize, StoreError
 
 /// One index a layout wants: its name, the table it is on, its key and, for a partial index, its
 /// `WHERE` clause.
-pub(crate) struct IndexDef {
-    pub(crate) name: String,
+struct IndexDef {
+    name: String,
     table: String,
     cols: String,
     partial: Option<String>,
@@ -287,8 +287,9 @@ impl IndexDef {
 
 /// The one index over every multi_entity field of a type's side table that files written before
 /// multi_entity indexes followed `TypeLayout::indexed` have (see [`reconcile_indexes`]).
+/// Its name, unquoted.
 fn legacy_multi_index(entity_type: &str, generation: i64) -> String {
-    ident(&format!("mx{generation}_{entity_type}"))
+    format!("mx{generation}_{entity_type}")
 }
 
 /// The indexes wanted for a layout at a generation: the entity table's for its indexed fields, and
@@ -381,7 +382,7 @@ pub(crate) fn reconcile_indexes(
     layout: &TypeLayout,
     generation: i64,
 ) -> Result<bool, StoreError> {
-    let legacy = format!("mx{generation}_{}", layout.entity_type);
+    let legacy = legacy_multi_index(&layout.entity_type, generation);
     let present: i64 = conn
         .query_row(
             "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = ?1",
@@ -392,10 +393,7 @@ pub(crate) fn reconcile_indexes(
     if present == 0 {
         return Ok(false);
     }
-    let mut sql = format!(
-        "DROP INDEX IF EXISTS {};\n",
-        legacy_multi_index(&layout.entity_type, generation)
-    );
+    let mut sql = format!("DROP INDEX IF EXISTS {};\n", ident(&legacy));
     for d in index_defs(layout, generation) {
         sql.push_str(&d.create_sql());
     }
@@ -479,7 +477,7 @@ pub(crate) fn migrate_tables(
     }
     sql.push_str(&format!(
         "DROP INDEX IF EXISTS {};\n",
-        legacy_multi_index(t, generation)
+        ident(&legacy_multi_index(t, generation))
     ));
     let old_fields: BTreeMap<&str, DataType> = old
         .fields
