@@ -71,7 +71,8 @@ fn clients() -> usize {
 }
 const STATUSES: [&str; 4] = ["ip", "fin", "wtg", "omt"];
 
-/// Sequences for `rows` shots: 100 shots each (so an indexed Find has 50 rows), at most 1,000.
+/// Sequences for `rows` shots: 100 shots each, at most 1,000 sequences (1,000 shots each at
+/// 1,000,000 rows); an indexed Find asks for 50 of a sequence's shots.
 fn sequences(rows: u64) -> i64 {
     (rows as i64 / 100).clamp(1, 1000)
 }
