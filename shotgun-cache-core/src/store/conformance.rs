@@ -1797,6 +1797,50 @@ fn representative_finds() -> Vec<FindCase> {
             0,
             None,
         ),
+        // Long value lists and wide groups (a SQL backend must not nest them as deep as they are
+        // long: SQLite refuses expressions deeper than 1,000).
+        (
+            "Shot",
+            json!([["id", "in", (1..=2500).collect::<Vec<i64>>()]]),
+            vec!["code"],
+            vec![],
+            0,
+            None,
+        ),
+        (
+            "Shot",
+            json!([[
+                "sg_sequence",
+                "in",
+                (1..=1100)
+                    .map(|i| json!({"type": "Sequence", "id": i}))
+                    .collect::<Vec<_>>()
+            ]]),
+            vec!["sg_sequence"],
+            vec![],
+            0,
+            None,
+        ),
+        (
+            "Shot",
+            json!({"logical_operator": "or", "conditions": (1..=1200)
+                .map(|i| json!(["id", "is", i * 3]))
+                .collect::<Vec<_>>()}),
+            vec![],
+            vec![],
+            0,
+            None,
+        ),
+        (
+            "Shot",
+            json!({"logical_operator": "and", "conditions": (1..=1200)
+                .map(|i| json!(["id", "is_not", i * 3]))
+                .collect::<Vec<_>>()}),
+            vec![],
+            vec![],
+            0,
+            None,
+        ),
         (
             "Shot",
             json!({"logical_operator": "or", "conditions": [

@@ -121,11 +121,7 @@ impl<'a> Compiler<'a> {
                 )
             })
             .collect();
-        if parts.is_empty() {
-            "0".into()
-        } else {
-            format!("({})", parts.join(" OR "))
-        }
+        any_of(&parts)
     }
 
     /// The live name of the link `(type_expr, id_expr, stored_name_expr)` (assuming it is not dropped).
@@ -166,12 +162,8 @@ impl<'a> Compiler<'a> {
                     .iter()
                     .map(|c| self.filter(c, alias, tc))
                     .collect::<Result<Vec<_>, _>>()?;
-                let join = if *op == LogicalOp::And {
-                    " AND "
-                } else {
-                    " OR "
-                };
-                Ok(format!("({})", parts.join(join)))
+                let join = if *op == LogicalOp::And { "AND" } else { "OR" };
+                Ok(balanced(&parts, join))
             }
         }
     }
@@ -357,7 +349,7 @@ impl<'a> Compiler<'a> {
                 (Is, Operand::One(x)) => Ok(self.uuid_eq(&cx, x)),
                 (In, Operand::Many(xs)) => {
                     let ps: Vec<String> = xs.iter().map(|x| self.uuid_eq(&cx, x)).collect();
-                    Ok(format!("({})", ps.join(" OR ")))
+                    Ok(any_of(&ps))
                 }
                 _ => Err(unsupported()),
             },
@@ -501,7 +493,7 @@ impl<'a> Compiler<'a> {
             (Is, Operand::One(v)) => one(self, v, "="),
             (In, Operand::Many(vs)) => {
                 let ps: Vec<String> = vs.iter().map(|v| one(self, v, "=")).collect();
-                format!("({})", ps.join(" OR "))
+                any_of(&ps)
             }
             (LessThan, Operand::One(v)) => one(self, v, "<"),
             (GreaterThan, Operand::One(v)) => one(self, v, ">"),
@@ -635,7 +627,7 @@ impl<'a> Compiler<'a> {
                         }
                     })
                     .collect();
-                format!("({})", ps.join(" OR "))
+                any_of(&ps)
             }
             (TypeIs, Operand::Text(t)) => format!("({ft} = {} AND {live})", self.text(t)),
             (NameIs | NameContains | NameStartsWith | NameEndsWith, Operand::Text(x)) => {
@@ -693,7 +685,7 @@ impl<'a> Compiler<'a> {
                         }
                     })
                     .collect();
-                format!("({})", ps.join(" OR "))
+                any_of(&ps)
             }
             (TypeIs, Operand::Text(t)) => {
                 format!(
@@ -793,7 +785,7 @@ impl<'a> Compiler<'a> {
                         _ => "0".into(),
                     })
                     .collect();
-                format!("({})", ps.join(" OR "))
+                any_of(&ps)
             }
             (TypeIs, Operand::Text(t)) => {
                 let p = self.text(t);
@@ -927,4 +919,33 @@ enum Scale {
     Number,
     Days,
     Secs,
+}
+
+/// `(p1 OR p2 OR ...)` as a balanced tree of `OR`s (see [`balanced`]); `0` for no parts.
+fn any_of(parts: &[String]) -> String {
+    if parts.is_empty() {
+        "0".into()
+    } else {
+        balanced(parts, "OR")
+    }
+}
+
+/// The parts joined by `op` (`AND` or `OR`, both associative in SQL's three-valued logic) as a
+/// balanced tree of parenthesised halves. SQLite parses `a OR b OR c ...` into a chain as deep as
+/// the list is long and refuses an expression deeper than 1,000 (`SQLITE_MAX_EXPR_DEPTH`), so
+/// `id in [<1,000 ids>]` or a group of 1,000 conditions failed; halves keep the depth at
+/// log2 of the length.
+fn balanced(parts: &[String], op: &str) -> String {
+    match parts {
+        [] => "1".into(),
+        [one] => format!("({one})"),
+        _ => {
+            let (left, right) = parts.split_at(parts.len() / 2);
+            let side = |half: &[String]| match half {
+                [one] => one.clone(),
+                _ => balanced(half, op),
+            };
+            format!("({} {op} {})", side(left), side(right))
+        }
+    }
 }
