@@ -522,20 +522,42 @@ async fn writes(store: &SqliteStore, a: &Args, rng: &mut StdRng, now: i64) {
         "batch upsert of 10,000 existing entities (journaled updates): {:.0} entities/s",
         10_000.0 / t.elapsed().as_secs_f64()
     );
-    // What the syncer's event following writes: one field change per event, as a patch. The new
-    // status depends on `base`, which grows by 110,000 (not a multiple of 6) each run, so a
-    // `--reuse` run changes every row it patches (the same values again would be no-op patches).
-    // Three batches over different rows, each reported: the first also fills the write
-    // connection's page cache with the pages it touches (a long-running syncer's is warm).
+    // What the syncer's event following writes: one field change per event, as a patch. Each
+    // patch sets its row's status to the one after its current status (read before the timed
+    // batch), so every patch changes its row, on a fresh file and on a `--reuse` run alike (the
+    // same value again would be a no-op patch). Three batches over different rows, each reported:
+    // the first also fills the write connection's page cache with the pages it touches (a
+    // long-running syncer's is warm).
     for k in 0..3 {
-        let patches: Vec<EntityWrite> = (1..=10_000)
-            .map(|i| EntityWrite::Patch {
+        let ids: Vec<i64> = (1..=10_000)
+            .map(|i| 1 + ((k * 10_000 + i) * 7919) % a.entities)
+            .collect();
+        let current: std::collections::HashMap<i64, String> = store
+            .find(&query(serde_json::json!([["id", "in", ids]]), None))
+            .await
+            .expect("read the statuses to patch")
+            .into_iter()
+            .filter_map(|r| match r.fields.get("sg_status_list") {
+                Some(Value::Text(s)) => Some((r.id, s.clone())),
+                _ => None,
+            })
+            .collect();
+        let next_status = |id: i64| {
+            let now = current
+                .get(&id)
+                .and_then(|s| STATUSES.iter().position(|x| x == s));
+            STATUSES[now.map_or(0, |p| (p + 1) % STATUSES.len())]
+        };
+        let patches: Vec<EntityWrite> = ids
+            .iter()
+            .zip(1..)
+            .map(|(&id, i)| EntityWrite::Patch {
                 entity_type: "Shot".into(),
-                id: 1 + ((k * 10_000 + i) * 7919) % a.entities,
+                id,
                 event_id: base + 20_000 + k * 10_000 + i,
                 changes: vec![FieldChange::Set(
                     "sg_status_list".into(),
-                    Value::Text(STATUSES[((i + base) as usize) % STATUSES.len()].into()),
+                    Value::Text(next_status(id).into()),
                 )],
             })
             .collect();
