@@ -753,6 +753,87 @@ mod tests {
         assert!(p.contains(&names[0]), "the find uses {}: {p}", names[0]);
     }
 
+    /// A long integer `in` list is one JSON parameter: it works past SQLite's 32,766 SQL
+    /// parameters, reads by primary key, and every length compiles to the same statement text.
+    #[tokio::test]
+    async fn long_id_lists_are_one_parameter_and_read_by_primary_key() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("ids.db");
+        let store = SqliteStore::open(&path).expect("open");
+        store
+            .prepare(&test_schema(), &test_layouts())
+            .await
+            .expect("prepare");
+        let writes = (1..=300)
+            .map(|id| EntityWrite::Upsert {
+                entity: crate::model::Entity::new("Shot", id * 2),
+                floor: 0,
+                event_id: 0,
+            })
+            .collect();
+        store
+            .commit(WriteBatch {
+                writes,
+                ..WriteBatch::default()
+            })
+            .await
+            .expect("commit shots");
+        let ids: Vec<i64> = (1..=40_000).map(|i| i * 3).collect();
+        let q = |ids: &[i64]| FindQuery {
+            entity_type: "Shot".into(),
+            filter: filter("Shot", json!([["id", "in", ids]])),
+            fields: Vec::new(),
+            sorts: Vec::new(),
+            offset: 0,
+            limit: None,
+            retired_only: false,
+        };
+        let found: Vec<i64> = store
+            .find(&q(&ids))
+            .await
+            .expect("a 40,000-id find")
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        let expected: Vec<i64> = (1..=300).map(|i| i * 2).filter(|id| id % 3 == 0).collect();
+        assert_eq!(found, expected);
+
+        let conn = Connection::open(&path).expect("open file");
+        register_functions(&conn).expect("functions");
+        let p = plan(&conn, json!([["id", "in", ids]]));
+        assert!(
+            p.contains("INTEGER PRIMARY KEY"),
+            "read by primary key: {p}"
+        );
+        let cat = Catalog::load(&conn).expect("catalog");
+        let tc = cat.get("Shot").expect("Shot is cached");
+        let sql = |ids: &[i64]| {
+            compile_find(&cat, tc, &q(ids), DateTime::now(), "t.id")
+                .expect("compiles")
+                .0
+        };
+        assert_eq!(
+            sql(&ids[..17]),
+            sql(&ids),
+            "one statement for every long list"
+        );
+
+        // A list that needs more parameters than SQLite binds is refused, naming the problem.
+        let codes: Vec<String> = (0..33_000).map(|i| format!("sh{i}")).collect();
+        let err = store
+            .find(&FindQuery {
+                filter: filter("Shot", json!([["code", "in", codes]])),
+                ..q(&ids)
+            })
+            .await
+            .expect_err("33,000 codes are refused");
+        assert!(
+            matches!(&err, crate::store::StoreError::Invalid(m)
+                if m.contains("too many values") && m.contains("33000 SQL parameters")),
+            "{err:?}"
+        );
+    }
+
     /// A file whose `sg_fold` indexes were built by the version-1 fold (per-character lowercase,
     /// final sigma kept) is reindexed on open, so index lookups see the current fold.
     #[tokio::test]

@@ -147,6 +147,27 @@ impl<'a> Compiler<'a> {
         }
     }
 
+    /// The `WHERE` predicate of a find or count: [`filter`](Self::filter), refused with
+    /// `Invalid` (naming the count) when it needs more SQL parameters than SQLite binds
+    /// ([`MAX_SQL_PARAMS`]), which only a list of tens of thousands of non-integer values does.
+    pub(crate) fn predicate(
+        &mut self,
+        f: &Filter,
+        alias: &str,
+        tc: &TypeCat,
+    ) -> Result<String, StoreError> {
+        let wh = self.filter(f, alias, tc)?;
+        if self.params.len() > MAX_SQL_PARAMS {
+            return Err(StoreError::Invalid(format!(
+                "the filter on {} has too many values: it needs {} SQL parameters, at most {MAX_SQL_PARAMS} \
+                 are supported (split the query, or filter on ids, whose lists have no such limit)",
+                tc.layout.entity_type,
+                self.params.len()
+            )));
+        }
+        Ok(wh)
+    }
+
     /// A predicate over the whole filter for rows of `tc` aliased `alias`.
     pub(crate) fn filter(
         &mut self,
@@ -491,6 +512,27 @@ impl<'a> Compiler<'a> {
         Ok(match (op, operand) {
             (Is, Operand::One(Value::Null)) => format!("{cx} IS NULL"),
             (Is, Operand::One(v)) => one(self, v, "="),
+            (In, Operand::Many(vs))
+                if vs.len() > SHORT_IN_LIST
+                    && scale == Scale::Number
+                    && !float_col
+                    && vs.iter().all(|v| matches!(v, Value::Int(_))) =>
+            {
+                // A long list of integers (ids, mostly) is one JSON parameter: one statement text
+                // for every length (the statement cache is not filled with one per length) and no
+                // limit on the number of SQL parameters. Integers compare exactly, as `=` does.
+                let ints: Vec<i64> = vs
+                    .iter()
+                    .filter_map(|v| match v {
+                        Value::Int(i) => Some(*i),
+                        _ => None,
+                    })
+                    .collect();
+                let p = self.param(SqlValue::Text(
+                    serde_json::to_string(&ints).unwrap_or_else(|_| "[]".into()),
+                ));
+                format!("{cx} IN (SELECT value FROM json_each({p}))")
+            }
             (In, Operand::Many(vs)) => {
                 let ps: Vec<String> = vs.iter().map(|v| one(self, v, "=")).collect();
                 any_of(&ps)
@@ -920,6 +962,14 @@ enum Scale {
     Days,
     Secs,
 }
+
+/// SQLite's limit on the parameters of one statement (`SQLITE_MAX_VARIABLE_NUMBER` of the bundled
+/// build).
+const MAX_SQL_PARAMS: usize = 32_766;
+
+/// Integer `in` lists up to this length compile to one `=` per value (the planner sees each);
+/// longer ones to one `IN (SELECT value FROM json_each(?))`.
+const SHORT_IN_LIST: usize = 16;
 
 /// `(p1 OR p2 OR ...)` as a balanced tree of `OR`s (see [`balanced`]); `0` for no parts.
 fn any_of(parts: &[String]) -> String {
