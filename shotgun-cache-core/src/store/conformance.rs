@@ -1797,6 +1797,64 @@ fn representative_finds() -> Vec<FindCase> {
             0,
             None,
         ),
+        // Wide groups of deep links (one subquery or join each), many sort keys, a long text list.
+        (
+            "Shot",
+            json!({"logical_operator": "or", "conditions": (1..=300)
+                .map(|i| json!(["sg_sequence.Sequence.project.Project.name", "is", format!("p{i}")]))
+                .collect::<Vec<_>>()}),
+            vec!["sg_sequence.Sequence.project.Project.name", "code"],
+            vec![
+                ("sg_sequence.Sequence.code", Desc),
+                ("project.Project.name", Asc),
+                ("code", Asc),
+                ("sg_due", Desc),
+                ("sg_rate", Asc),
+                ("created_at", Asc),
+                ("sg_flag", Asc),
+                ("sg_status_list", Asc),
+                ("sg_sequence.Sequence.project.Project.name", Desc),
+            ],
+            0,
+            None,
+        ),
+        (
+            "Shot",
+            json!({"logical_operator": "and", "conditions": (1..=100)
+                .map(|i| json!(["assets.Asset.sequences.Sequence.code", "not_contains", format!("x{i}")]))
+                .collect::<Vec<_>>()}),
+            vec!["assets", "code"],
+            vec![],
+            0,
+            None,
+        ),
+        (
+            "Shot",
+            json!([[
+                "code",
+                "in",
+                (1..=5000).map(|i| format!("sh{i:02}")).collect::<Vec<_>>()
+            ]]),
+            vec!["code"],
+            vec![],
+            0,
+            None,
+        ),
+        (
+            "Task",
+            json!({"logical_operator": "or", "conditions": (1..=80)
+                .map(|i| json!(["entity.Shot.sg_sequence.Sequence.project.Project.name", "starts_with", format!("p{i}")]))
+                .collect::<Vec<_>>()}),
+            vec![
+                "entity.Shot.sg_sequence.Sequence.project.Project.name",
+                "entity.Shot.code",
+                "entity.Asset.code",
+                "project.Project.name",
+            ],
+            vec![("entity.Shot.sg_sequence.Sequence.code", Asc)],
+            0,
+            None,
+        ),
         // Long value lists and wide groups (a SQL backend must not nest them as deep as they are
         // long: SQLite refuses expressions deeper than 1,000).
         (
