@@ -159,6 +159,44 @@ async fn groups_and_typed_values() {
     srv.stop().await;
 }
 
+/// Long `in` lists and wide groups (a script asking for thousands of shots by id) are answered, not
+/// failed: SQLite refuses expressions nested deeper than 1,000 and more than 32,766 parameters.
+#[tokio::test]
+async fn long_in_lists_and_wide_groups() {
+    let fx = Fixture::new().await;
+    let srv = Server::start(&fx).await;
+    let mut c = srv.client().await;
+    let ids_in: Vec<pb::Value> = (1..=40_000).filter(|n| n % 3 == 0).map(i).collect();
+    let r = c
+        .find(find(
+            "Shot",
+            Some(cond("id", pb::Operator::In, ids_in)),
+            &["code"],
+        ))
+        .await
+        .expect("a 13,333-id find")
+        .into_inner();
+    assert_eq!(ids(&r.records), shots_where(|i| i % 3 == 0));
+    let wide = group(
+        pb::LogicalOperator::Or,
+        (1..=1_500)
+            .map(|n| cond("sg_cut_in", pb::Operator::Is, vec![i(n * 10)]))
+            .collect(),
+    );
+    let r = c
+        .count(pb::CountRequest {
+            entity_type: "Shot".into(),
+            filter: Some(wide),
+            retired_only: false,
+        })
+        .await
+        .expect("a 1,500-condition group")
+        .into_inner();
+    // The fixture's sg_cut_in is ten times the id.
+    assert_eq!(r.count as usize, shots_where(|i| i <= 1_500).len());
+    srv.stop().await;
+}
+
 /// Pages by number and by cursor cover every row once, in order; cursors are bound to their query.
 #[tokio::test]
 async fn paging_by_page_and_cursor() {
