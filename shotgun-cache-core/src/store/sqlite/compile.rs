@@ -25,6 +25,11 @@
 //!   on the rows the rest of the filter (and its indexes) leaves; a link test (`is`/`in`/`contains`)
 //!   first looks for the id's digits in the column text, and `type_is` for the quoted type name,
 //!   which skips most rows without parsing (the column is serde_json's compact text).
+//! - Lists and groups of any length compile: `in` lists and filter groups are balanced trees of
+//!   `OR`/`AND` (SQLite refuses expressions nested deeper than 1,000), an integer `in` list longer
+//!   than [`SHORT_IN_LIST`] is one JSON parameter read with `json_each` (one statement text for any
+//!   length, no parameter limit), and a filter that still needs more than SQLite's 32,766 parameters
+//!   is refused as `Invalid`, naming the count.
 
 use rusqlite::types::Value as SqlValue;
 use serde_json::Value as Json;
