@@ -9,7 +9,9 @@
 //!   (multi_entity) has no live element. Whether the test passes on a null leaf (`t0`, e.g. `is None`,
 //!   checkbox `is false`) is asked of the reference evaluator itself, and only then are the null-leaf
 //!   branches added. The positive branches are `IN (SELECT ...)` subqueries, so SQLite can drive them
-//!   from the link-column indexes and the side-table index `(field, dst_id, dst_type)`.
+//!   from the link-column indexes and a listed multi_entity field's partial side-table index
+//!   `(dst_id, dst_type) WHERE field = '<f>'` (the field is a literal in the SQL, so the planner can
+//!   match the index).
 //! - Links apply the link rule: a link to a cached, retired target is absent (`dropped`), and names
 //!   are live (`COALESCE(target._dn, stored name)` when the target is cached).
 //! - Text is case-insensitive through the connection functions `sg_fold` (the reference's
