@@ -27,6 +27,12 @@ use crate::watch::JournalHub;
 pub const MAX_PAGE_SIZE: u32 = 5000;
 /// The page size when a Find does not give one.
 pub const DEFAULT_PAGE_SIZE: u32 = 500;
+/// The most return fields one Find (or Watch) may name: a page of [`MAX_PAGE_SIZE`] records holds
+/// at most this many values each, which bounds the memory one answer takes. (A Shotgun type has a
+/// few hundred fields at most.)
+pub const MAX_FIELDS: usize = 1000;
+/// The most sort keys one Find may give.
+pub const MAX_SORTS: usize = 64;
 /// The default Watch heartbeat interval, in seconds.
 pub const DEFAULT_HEARTBEAT_SECS: u32 = 10;
 /// The longest Watch heartbeat interval, in seconds.
@@ -232,17 +238,19 @@ impl QueryService {
         snap.check_served_type(&p.entity_type)?;
         let schema = snap.schema()?;
         let filter = Self::resolve_filter(&snap, &p.entity_type, p.filter.as_ref())?;
+        at_most("fields", p.fields.len(), MAX_FIELDS)?;
+        at_most("sorts", p.sorts.len(), MAX_SORTS)?;
         let mut fields = Vec::with_capacity(p.fields.len());
+        // A path is its text: the same text twice is one return field.
+        let mut seen = std::collections::HashSet::with_capacity(p.fields.len());
         for f in &p.fields {
             // `type` and `id` are always returned; accept them as requested fields too.
-            if f == "type" {
+            if f == "type" || !seen.insert(f.as_str()) {
                 continue;
             }
             let path = validate_path(schema, &p.entity_type, f)?;
             snap.check_path_cached(&p.entity_type, &path, "fields")?;
-            if !fields.contains(&path) {
-                fields.push(path);
-            }
+            fields.push(path);
         }
         let mut sorts = Vec::with_capacity(p.sorts.len());
         for s in &p.sorts {
@@ -426,6 +434,7 @@ impl QueryService {
                     p.entity_types.len()
                 )));
             };
+            at_most("fields", p.fields.len(), MAX_FIELDS)?;
             for f in &p.fields {
                 let path = validate_path(schema, only, f)?;
                 if path.is_deep() {
@@ -476,6 +485,16 @@ impl QueryService {
             cached_types: Arc::new(snap.layouts.keys().cloned().collect()),
         })
     }
+}
+
+/// `Ok` when a request lists at most `max` `what`, else `INVALID_ARGUMENT` naming both counts.
+fn at_most(what: &str, n: usize, max: usize) -> Result<(), QueryError> {
+    if n > max {
+        return Err(invalid(format!(
+            "{n} {what} requested; at most {max} are allowed in one request"
+        )));
+    }
+    Ok(())
 }
 
 fn check_filter_cached(

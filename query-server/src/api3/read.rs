@@ -179,10 +179,18 @@ pub(crate) fn plan_read(snap: &CatalogSnapshot, p: &Json) -> Result<ReadPlan, No
             .collect::<Result<_, _>>()?,
         Some(other) => return Err(na(format!("return_fields must be a list, got {other}"))),
     };
+    if requested.len() > crate::service::MAX_FIELDS {
+        return Err(na(format!(
+            "{} return fields requested; the cache answers at most {}",
+            requested.len(),
+            crate::service::MAX_FIELDS
+        )));
+    }
     let mut return_fields: Vec<String> = Vec::new();
     let mut fields = Vec::new();
+    let mut seen = std::collections::HashSet::with_capacity(requested.len());
     for f in requested {
-        if return_fields.contains(&f) {
+        if !seen.insert(f.clone()) {
             continue;
         }
         if f != "id" && f != "type" {

@@ -588,6 +588,26 @@ async fn bad_input_is_invalid_argument_naming_the_fault() {
         direction: 0,
     }];
     expect_invalid(&mut c, sort_req, &["Shot.nope"]).await;
+    // Counts of return fields and sort keys are bounded (an answer's memory is rows x fields).
+    let many: Vec<String> = (0..1001).map(|n| format!("code{n}")).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    expect_invalid(&mut c, find("Shot", None, &many), &["1001 fields", "1000"]).await;
+    let mut sort_req = find("Shot", None, &[]);
+    sort_req.sorts = (0..65)
+        .map(|_| pb::Sort {
+            field: "code".into(),
+            direction: 0,
+        })
+        .collect();
+    expect_invalid(&mut c, sort_req, &["65 sorts", "64"]).await;
+    // The same path many times is one return field, within the bound.
+    let same = vec!["code"; 1000];
+    let r = c
+        .find(find("Shot", None, &same))
+        .await
+        .expect("1,000 copies of one field")
+        .into_inner();
+    assert!(r.records.iter().all(|rec| rec.fields.len() == 1));
     // Filter depth over the shared limit.
     let mut deep = cond("code", pb::Operator::Is, vec![s("x")]);
     for _ in 0..70 {

@@ -439,5 +439,10 @@ async fn trimmed_positions_are_out_of_range() {
         c.watch(hb).await.expect_err("heartbeat too long").code(),
         Code::InvalidArgument
     );
+    let mut wide = watch_req(&["Shot"], Some(0));
+    wide.fields = vec!["code".into(); 1001];
+    let err = c.watch(wide).await.expect_err("too many fields");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("1001 fields"), "{}", err.message());
     srv.stop().await;
 }

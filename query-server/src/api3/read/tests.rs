@@ -132,6 +132,17 @@ fn a_cached_read_becomes_a_store_query() {
 }
 
 #[test]
+fn repeated_return_fields_are_one() {
+    let plan = plan_read(
+        &snapshot(),
+        &json!({"type": "Shot", "return_fields": vec!["code"; 1000]}),
+    )
+    .expect("answerable");
+    assert_eq!(plan.return_fields, ["code"]);
+    assert_eq!(plan.query.fields.len(), 1);
+}
+
+#[test]
 fn defaults_are_the_clients() {
     let plan = plan_read(&snapshot(), &json!({"type": "Shot"})).expect("answerable");
     assert_eq!(plan.return_fields, ["id"]);
@@ -181,6 +192,10 @@ fn what_the_cache_cannot_answer_says_why() {
             "paging",
         ),
         (json!({"type": "Shot", "return_only": "both"}), "both"),
+        (
+            json!({"type": "Shot", "return_fields": vec!["code"; 1001]}),
+            "1001 return fields",
+        ),
     ];
     for (p, needle) in cases {
         let err = plan_read(&snapshot(), &p).expect_err("not answerable");
