@@ -191,6 +191,52 @@ pub(super) fn compile_find(
     Ok((sql, c.params))
 }
 
+/// Compiled SQL longer than this is not kept in the connection's statement cache (a few KiB is a
+/// filter of dozens of conditions).
+const MAX_CACHED_SQL: usize = 16 * 1024;
+
+/// A compiled find or count statement. Statements are cached per connection (up to 256), which
+/// saves parsing the same query shape again; one compiled from a filter of thousands of
+/// conditions is finalized after use instead, so a stream of such queries cannot fill every
+/// pooled connection's cache with megabyte-sized statements.
+pub(super) struct QueryStatement<'c> {
+    stmt: Option<rusqlite::CachedStatement<'c>>,
+    keep: bool,
+}
+
+impl<'c> QueryStatement<'c> {
+    pub(super) fn prepare(conn: &'c Connection, sql: &str) -> Result<Self, StoreError> {
+        Ok(QueryStatement {
+            stmt: Some(conn.prepare_cached(sql).map_err(sql_err)?),
+            keep: sql.len() <= MAX_CACHED_SQL,
+        })
+    }
+}
+
+impl<'c> std::ops::Deref for QueryStatement<'c> {
+    type Target = rusqlite::Statement<'c>;
+    fn deref(&self) -> &Self::Target {
+        // `stmt` is only taken in `drop`.
+        self.stmt.as_deref().unwrap_or_else(|| unreachable!())
+    }
+}
+
+impl std::ops::DerefMut for QueryStatement<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        self.stmt.as_deref_mut().unwrap_or_else(|| unreachable!())
+    }
+}
+
+impl Drop for QueryStatement<'_> {
+    fn drop(&mut self) {
+        if !self.keep
+            && let Some(stmt) = self.stmt.take()
+        {
+            stmt.discard();
+        }
+    }
+}
+
 /// What a link's target says about the link under the link rule (see `filter::eval::live_link_name`):
 /// `Some(display name)` for a live cached target, `None` for a retired one; targets that are not
 /// cached rows are absent from the map (the stored name stays).
@@ -272,7 +318,7 @@ fn find_flat(
         }
     }
     let (sql, params) = compile_find(cat, tc, q, now, &select)?;
-    let mut stmt = conn.prepare_cached(&sql).map_err(sql_err)?;
+    let mut stmt = QueryStatement::prepare(conn, &sql)?;
     let mut rows = stmt.query(params_from_iter(params)).map_err(sql_err)?;
     let t = &tc.layout.entity_type;
     // The page: ids and the decoded values, in field order (`None` for fields read elsewhere).
@@ -384,7 +430,7 @@ pub(crate) fn find(
         return find_flat(conn, cat, tc, q, now, &fields);
     }
     let (sql, params) = compile_find(cat, tc, q, now, "t.id")?;
-    let mut stmt = conn.prepare_cached(&sql).map_err(sql_err)?;
+    let mut stmt = QueryStatement::prepare(conn, &sql)?;
     let ids: Vec<i64> = stmt
         .query_map(params_from_iter(params), |r| r.get(0))
         .map_err(sql_err)?
@@ -451,9 +497,8 @@ pub(crate) fn count(conn: &Connection, cat: &Catalog, q: &CountQuery) -> Result<
         tc.table(),
         i64::from(q.retired_only)
     );
-    let n: i64 = conn
-        .prepare_cached(&sql)
-        .and_then(|mut s| s.query_row(params_from_iter(c.params), |r| r.get(0)))
+    let n: i64 = QueryStatement::prepare(conn, &sql)?
+        .query_row(params_from_iter(c.params), |r| r.get(0))
         .map_err(sql_err)?;
     Ok(u64::try_from(n).unwrap_or(0))
 }
