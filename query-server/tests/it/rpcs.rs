@@ -588,6 +588,25 @@ async fn bad_input_is_invalid_argument_naming_the_fault() {
         direction: 0,
     }];
     expect_invalid(&mut c, sort_req, &["Shot.nope"]).await;
+    // A deep-link path around a cycle of links may be valid at any length: it is bounded (a
+    // path of hundreds of hops aborted the process on a stack overflow).
+    let long_path = format!("{}code", "sg_sequence.Sequence.".repeat(13));
+    expect_invalid(
+        &mut c,
+        find(
+            "Shot",
+            Some(cond(&long_path, pb::Operator::Is, vec![s("x")])),
+            &[],
+        ),
+        &["follows 13 links", "at most 12"],
+    )
+    .await;
+    expect_invalid(
+        &mut c,
+        find("Shot", None, &[long_path.as_str()]),
+        &["follows 13 links"],
+    )
+    .await;
     // Counts of return fields and sort keys are bounded (an answer's memory is rows x fields).
     let many: Vec<String> = (0..1001).map(|n| format!("code{n}")).collect();
     let many: Vec<&str> = many.iter().map(String::as_str).collect();

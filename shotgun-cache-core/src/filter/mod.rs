@@ -24,8 +24,8 @@ pub use ast::{
 pub use eval::{EntitySource, matches};
 pub use parse::{parse_any, parse_with_operator};
 pub use validate::{
-    FilterError, MAX_FILTER_DEPTH, valid_relations, validate, validate_path, validate_return_field,
-    validate_sort_field,
+    FilterError, MAX_FILTER_DEPTH, MAX_PATH_HOPS, valid_relations, validate, validate_path,
+    validate_return_field, validate_sort_field,
 };
 
 #[cfg(test)]

@@ -20,6 +20,13 @@ use super::eval::fold;
 /// The deepest nesting of groups a filter may have (the top-level group counts as one).
 pub const MAX_FILTER_DEPTH: usize = 64;
 
+/// The most hops (links followed) a deep-link path may take. Pipeline paths take one to four
+/// (`entity.Shot.sg_sequence.Sequence.project.Project.name` is three). Each hop is a nested
+/// subquery or a recursive step in the store backends and the evaluator, and a path of hundreds
+/// of hops around a cycle of links (`sg_sequence.Sequence.shots.Shot.sg_sequence...`) overflowed
+/// the stack and aborted the whole process.
+pub const MAX_PATH_HOPS: usize = 12;
+
 /// Why a filter (or a field path) was rejected. Every message names the field, operator or value at fault.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum FilterError {
@@ -252,6 +259,21 @@ pub fn validate_path(
             entity_type: entity_type.to_owned(),
         })?;
     let parts: Vec<&str> = path.split('.').collect();
+    let hop_count = parts.len() / 2;
+    if hop_count > MAX_PATH_HOPS {
+        // The path can be megabytes long: the message quotes its start.
+        let start: String = path.chars().take(120).collect();
+        return Err(FilterError::BadPath {
+            path: if start.len() < path.len() {
+                format!("{start}...")
+            } else {
+                start
+            },
+            reason: format!(
+                "it follows {hop_count} links; a deep-link path may follow at most {MAX_PATH_HOPS}"
+            ),
+        });
+    }
     if parts.iter().any(|p| p.is_empty()) {
         return Err(FilterError::BadPath {
             path: path.to_owned(),
