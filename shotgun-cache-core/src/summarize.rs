@@ -482,14 +482,43 @@ fn compute(
             | SummaryType::StatusPercentageAsFloat
             | SummaryType::StatusList => Value::Null,
         };
-        // Last entry per field wins, as on the site (GT 020).
-        if let Some(slot) = out.iter_mut().find(|(k, _)| k == f) {
-            slot.1 = v;
-        } else {
-            out.push((f.to_owned(), v));
-        }
+        put(&mut out, f, v);
     }
     out
+}
+
+/// Sets the summary of `field`: the last entry per field wins, as on the site (GT 020).
+fn put(out: &mut Vec<(String, Value)>, field: &str, v: Value) {
+    if let Some(slot) = out.iter_mut().find(|(k, _)| k == field) {
+        slot.1 = v;
+    } else {
+        out.push((field.to_owned(), v));
+    }
+}
+
+/// Whether `req` needs only the number of matching rows: no grouping, and every summary a
+/// `record_count` or a `count` of `id` (never empty). The caller can then count the rows instead of
+/// fetching every one of them (a summary over a million rows held them all in memory), and answer
+/// with [`summarize_row_count`].
+pub fn needs_only_row_count(req: &SummarizeRequest) -> bool {
+    req.grouping.is_empty()
+        && req.summaries.iter().all(|s| {
+            s.kind == SummaryType::RecordCount || (s.kind == SummaryType::Count && s.field == "id")
+        })
+}
+
+/// What [`summarize`] gives for a request of which [`needs_only_row_count`] holds, over `rows`
+/// matching rows.
+pub fn summarize_row_count(req: &SummarizeRequest, rows: u64) -> SummaryResult {
+    let n = Value::Int(i64::try_from(rows).unwrap_or(i64::MAX));
+    let mut summaries = Vec::new();
+    for s in &req.summaries {
+        put(&mut summaries, &s.field, n.clone());
+    }
+    SummaryResult {
+        summaries,
+        groups: Vec::new(),
+    }
 }
 
 fn cmp_dates(a: &Value, b: &Value) -> Ordering {

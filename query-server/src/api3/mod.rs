@@ -39,7 +39,7 @@ use axum::routing::post;
 use serde_json::{Value as Json, json};
 use shotgun_cache_core::config::Config;
 use shotgun_cache_core::filter::Filter;
-use shotgun_cache_core::model::DataType;
+use shotgun_cache_core::model::{DataType, DateTime};
 use shotgun_cache_core::query::FindQuery;
 use shotgun_cache_core::store::{CountQuery, Store};
 use shotgun_cache_core::summarize::{self, SummarizeRequest, SummaryResult};
@@ -556,6 +556,18 @@ pub async fn summarize_cached(
     let lookup = |f: &str| data_types.iter().find(|(k, _)| k == f).map(|(_, t)| *t);
     summarize::check_supported(request, &lookup)
         .map_err(|e| QueryError::InvalidArgument(e.to_string()))?;
+    if summarize::needs_only_row_count(request) {
+        // Counted in the store: no row is fetched.
+        let n = store
+            .count(&CountQuery {
+                entity_type: entity_type.to_owned(),
+                filter,
+                retired_only: false,
+                now: DateTime::now(),
+            })
+            .await?;
+        return Ok(summarize::summarize_row_count(request, n));
+    }
     let query = FindQuery {
         entity_type: entity_type.to_owned(),
         filter,

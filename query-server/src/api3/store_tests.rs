@@ -186,6 +186,20 @@ async fn reads_are_answered_from_the_store() {
         sum["results"]["groups"][1]["summaries"],
         json!({"sg_cut_in": 70})
     );
+    // Row counts alone are counted in the store (no row fetched), with the same answer.
+    let (by, counted) = call(
+        &router,
+        "summarize",
+        json!({"type": "Shot",
+               "filters": {"logical_operator": "and", "conditions": [
+                   {"path": "sg_cut_in", "relation": "greater_than", "values": [15]}]},
+               "summaries": [{"field": "id", "type": "record_count"},
+                             {"field": "code", "type": "record_count"}]}),
+    )
+    .await;
+    assert_eq!(by, "cache");
+    assert_eq!(counted["results"]["summaries"], json!({"id": 3, "code": 3}));
+    assert_eq!(counted["results"]["groups"], json!([]));
 }
 
 #[tokio::test]

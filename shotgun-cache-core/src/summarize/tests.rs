@@ -276,3 +276,40 @@ fn wire_errors_list_the_valid_types() {
         vec!["cut_in".to_owned()]
     );
 }
+
+/// A request of row counts only is answered from the number of rows, exactly as over the rows.
+#[test]
+fn row_count_requests_need_only_the_count() {
+    let all = rows();
+    let counted = [
+        json!([{"field": "id", "type": "record_count"}]),
+        json!([{"field": "code", "type": "record_count"}, {"field": "id", "type": "count"}]),
+        json!([{"field": "id", "type": "count"}, {"field": "id", "type": "record_count"}]),
+        json!([]),
+    ];
+    for summaries in counted {
+        let r = req(summaries.clone(), None);
+        assert!(needs_only_row_count(&r), "{summaries}");
+        for n in [0, 1, all.len()] {
+            assert_eq!(
+                summarize_row_count(&r, n as u64),
+                summarize(&r, &all[..n], &types).expect("supported"),
+                "{summaries} over {n} rows"
+            );
+        }
+    }
+    let fetched = [
+        (json!([{"field": "code", "type": "count"}]), None),
+        (json!([{"field": "cut_in", "type": "sum"}]), None),
+        (
+            json!([{"field": "id", "type": "record_count"}]),
+            Some(json!([{"field": "sg_status_list", "type": "exact", "direction": "asc"}])),
+        ),
+    ];
+    for (summaries, grouping) in fetched {
+        assert!(
+            !needs_only_row_count(&req(summaries.clone(), grouping)),
+            "{summaries}"
+        );
+    }
+}
