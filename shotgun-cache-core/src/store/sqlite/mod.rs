@@ -332,6 +332,15 @@ fn checkpointer(path: &Path, woken: &std::sync::mpsc::Receiver<()>, done: &Atomi
     }
 }
 
+/// Sets its flag when dropped: tells a blocking read that nobody waits for it any more.
+struct SetOnDrop(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 struct Inner {
     path: PathBuf,
     writer: Mutex<Option<Connection>>,
@@ -400,6 +409,7 @@ impl Inner {
         Some(result)
     }
 
+    #[cfg(test)]
     fn with_reader<R>(
         &self,
         f: impl FnOnce(&Connection, &Catalog) -> Result<R, StoreError>,
@@ -579,6 +589,12 @@ impl SqliteStore {
     }
 
     /// Runs a read: on this task within [`INLINE_READ_BUDGET`], else again on a blocking thread.
+    ///
+    /// A read on the blocking thread stops when its caller stops waiting for it (a deadline ran
+    /// out, the client went away): a progress handler sees the flag the dropped future sets, and
+    /// the read is interrupted and rolled back. Without that, a client retrying a slow scan under a
+    /// short deadline left every attempt running to the end on its own thread, and the query
+    /// permits (released with the future) let new ones start beside them.
     async fn read<R: Send + 'static>(
         &self,
         f: impl Fn(&Connection, &Catalog) -> Result<R, StoreError> + Send + 'static,
@@ -587,9 +603,18 @@ impl SqliteStore {
             return r;
         }
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || inner.with_reader(f))
-            .await
-            .map_err(|e| StoreError::Internal(format!("sqlite read task failed: {e}")))?
+        let abandoned = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let _on_drop = SetOnDrop(abandoned.clone());
+        tokio::task::spawn_blocking(move || {
+            inner.with_reader_hooked(f, move |conn: &mut Connection| {
+                conn.progress_handler(
+                    INLINE_READ_CHECK_STEPS,
+                    Some(move || abandoned.load(std::sync::atomic::Ordering::Relaxed)),
+                )
+            })
+        })
+        .await
+        .map_err(|e| StoreError::Internal(format!("sqlite read task failed: {e}")))?
     }
 
     async fn write<R: Send + 'static>(
@@ -1018,5 +1043,52 @@ mod tests {
                 .is_some_and(|r| r.is_ok_and(|v| v == 2)),
             "a read within its budget is answered inline"
         );
+    }
+
+    /// A read that went to a blocking thread stops when its caller stops waiting (a deadline):
+    /// it is interrupted and its connection pooled again, instead of running to its end.
+    #[tokio::test]
+    async fn an_abandoned_blocking_read_is_interrupted() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(&dir.path().join("s.db")).expect("open");
+        let pooled = || store.inner.readers.lock().map(|p| p.len()).unwrap_or(0);
+        store
+            .read(|c, _| {
+                c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
+                    .map_err(sql_err)
+            })
+            .await
+            .expect("select 1");
+        let idle = pooled();
+        assert!(idle >= 1, "a connection is pooled");
+        // About a billion steps: minutes, if nothing stopped it.
+        let endless = |c: &Connection, _: &Catalog| {
+            c.query_row(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000000000) \
+                 SELECT sum(i) FROM n",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map_err(sql_err)
+        };
+        let started = std::time::Instant::now();
+        let gave_up = tokio::time::timeout(Duration::from_millis(200), store.read(endless)).await;
+        assert!(gave_up.is_err(), "the read outlasts its caller's deadline");
+        while pooled() < idle {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "the abandoned read is still running after 10 s"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // The connection is usable again.
+        let two = store
+            .read(|c, _| {
+                c.query_row("SELECT 2", [], |r| r.get::<_, i64>(0))
+                    .map_err(sql_err)
+            })
+            .await
+            .expect("select 2");
+        assert_eq!(two, 2);
     }
 }
