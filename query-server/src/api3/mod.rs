@@ -403,6 +403,15 @@ impl Api3 {
     async fn summarize(&self, p: &Json) -> Result<Json, NotAnswerable> {
         let snap = self.inner.catalog.snapshot();
         let plan = read::plan_summarize(&snap, p)?;
+        if summarize::needs_only_row_count(&plan.request) {
+            let n = self
+                .inner
+                .store
+                .count(&row_count_query(&plan.query))
+                .await
+                .map_err(store_na)?;
+            return Ok(summarize::summarize_row_count(&plan.request, n).to_json());
+        }
         let rows = self.inner.store.find(&plan.query).await.map_err(store_na)?;
         read::summarize_answer(&plan, &rows)
     }
@@ -524,6 +533,18 @@ pub(crate) fn info_answer(mut site: Json, site_url: &str, snap: &CatalogSnapshot
 /// # Errors
 /// [`QueryError::InvalidArgument`] for a summary or grouping the cache cannot answer exactly (the
 /// message says why), and the usual type, field and store errors.
+/// The count of the rows a summary's find would fetch: a request of row counts only
+/// ([`summarize::needs_only_row_count`]) is counted in the store, without holding every matching
+/// row in memory.
+fn row_count_query(q: &FindQuery) -> CountQuery {
+    CountQuery {
+        entity_type: q.entity_type.clone(),
+        filter: q.filter.clone(),
+        retired_only: q.retired_only,
+        now: DateTime::now(),
+    }
+}
+
 pub async fn summarize_cached(
     store: &dyn Store,
     snap: &CatalogSnapshot,
@@ -556,18 +577,6 @@ pub async fn summarize_cached(
     let lookup = |f: &str| data_types.iter().find(|(k, _)| k == f).map(|(_, t)| *t);
     summarize::check_supported(request, &lookup)
         .map_err(|e| QueryError::InvalidArgument(e.to_string()))?;
-    if summarize::needs_only_row_count(request) {
-        // Counted in the store: no row is fetched.
-        let n = store
-            .count(&CountQuery {
-                entity_type: entity_type.to_owned(),
-                filter,
-                retired_only: false,
-                now: DateTime::now(),
-            })
-            .await?;
-        return Ok(summarize::summarize_row_count(request, n));
-    }
     let query = FindQuery {
         entity_type: entity_type.to_owned(),
         filter,
@@ -577,6 +586,10 @@ pub async fn summarize_cached(
         limit: None,
         retired_only: false,
     };
+    if summarize::needs_only_row_count(request) {
+        let n = store.count(&row_count_query(&query)).await?;
+        return Ok(summarize::summarize_row_count(request, n));
+    }
     let rows = store.find(&query).await?;
     summarize::summarize(request, &rows, &lookup)
         .map_err(|e| QueryError::InvalidArgument(e.to_string()))

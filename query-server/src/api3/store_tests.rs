@@ -323,6 +323,32 @@ async fn grpc_summarize_uses_the_same_implementation() {
     );
     let names: Vec<&str> = out.groups.iter().map(|g| g.group_name.as_str()).collect();
     assert_eq!(names, ["wtg", "ip", "fin"]);
+    // Row counts alone (counted in the store), with a filter.
+    let counted = summarize_grpc(
+        &svc,
+        &pb::SummarizeRequest {
+            entity_type: "Shot".into(),
+            filter: Some(pb::Filter {
+                node: Some(pb::filter::Node::Condition(pb::Condition {
+                    path: "sg_status_list".into(),
+                    operator: pb::Operator::Is as i32,
+                    values: vec![crate::convert::value_to_pb(&Value::Text("ip".into()))],
+                })),
+            }),
+            summaries: vec![pb::SummaryField {
+                field: "id".into(),
+                r#type: "record_count".into(),
+            }],
+            grouping: Vec::new(),
+        },
+    )
+    .await
+    .expect("answerable");
+    assert_eq!(
+        counted.summaries.get("id"),
+        Some(&crate::convert::value_to_pb(&Value::Int(2)))
+    );
+    assert!(counted.groups.is_empty());
     assert_eq!(
         out.groups[1].summaries.get("id"),
         Some(&crate::convert::value_to_pb(&Value::Int(2)))
