@@ -565,18 +565,7 @@ fn group_level(
             None => buckets.push((name, value, vec![*r])),
         }
     }
-    buckets.sort_by(|a, b| {
-        let o =
-            a.0.to_lowercase()
-                .cmp(&b.0.to_lowercase())
-                .then_with(|| a.0.cmp(&b.0))
-                .then_with(|| link_id(&a.1).cmp(&link_id(&b.1)));
-        if g.direction == Direction::Desc {
-            o.reverse()
-        } else {
-            o
-        }
-    });
+    buckets.sort_by(|a, b| group_order((&a.0, &a.1), (&b.0, &b.1), g.direction));
     buckets
         .into_iter()
         .map(|(name, value, members)| SummaryGroup {
@@ -586,6 +575,262 @@ fn group_level(
             groups: group_level(req, &members, level + 1, data_type_of),
         })
         .collect()
+}
+
+/// The order of groups at one level: by name (case-insensitive, then exact), then by link id;
+/// reversed for `desc`.
+fn group_order(a: (&str, &Value), b: (&str, &Value), direction: Direction) -> Ordering {
+    let o =
+        a.0.to_lowercase()
+            .cmp(&b.0.to_lowercase())
+            .then_with(|| a.0.cmp(b.0))
+            .then_with(|| link_id(a.1).cmp(&link_id(b.1)));
+    if direction == Direction::Desc {
+        o.reverse()
+    } else {
+        o
+    }
+}
+
+/// [`summarize`] fed one row at a time: the same answer (the tests compare the two), in memory
+/// proportional to the number of groups instead of the number of rows, and a hash lookup per row
+/// and level instead of a scan of the groups. Feed the rows in the order `summarize` would see
+/// them (float sums depend on the order of their terms).
+pub struct Summarizer<'a> {
+    req: &'a SummarizeRequest,
+    /// Per summary: whether it sums, or takes the extremes of, integers.
+    int: Vec<bool>,
+    root: Node,
+}
+
+/// What is known of one group (or of all rows at the top).
+struct Node {
+    /// One accumulator per summary of the request.
+    accs: Vec<Acc>,
+    /// The next grouping level; `None` at the last.
+    level: Option<Box<Level>>,
+}
+
+/// The groups of one level, in the order they were first seen.
+#[derive(Default)]
+struct Level {
+    index: std::collections::HashMap<GroupId, usize>,
+    groups: Vec<(String, Value, Node)>,
+}
+
+/// What makes two rows fall in the same group ([`same_group`]).
+#[derive(Hash, PartialEq, Eq)]
+enum GroupId {
+    Empty,
+    Text(String),
+    Link(String, i64),
+}
+
+/// The running state of one summary.
+enum Acc {
+    Count(i64),
+    IntSum(i64),
+    /// A float sum, starting at the empty sum (`Iterator::sum`'s start).
+    FloatSum(f64),
+    Int(Option<i64>),
+    Float(Option<f64>),
+    Average(f64, u64),
+    Date(Option<Value>),
+    Nothing,
+}
+
+impl Node {
+    fn new(req: &SummarizeRequest, int: &[bool], level: usize) -> Node {
+        let empty_sum = std::iter::empty::<f64>().sum::<f64>();
+        Node {
+            accs: req
+                .summaries
+                .iter()
+                .zip(int)
+                .map(|(s, int)| match s.kind {
+                    SummaryType::RecordCount
+                    | SummaryType::Count
+                    | SummaryType::Checked
+                    | SummaryType::Unchecked => Acc::Count(0),
+                    SummaryType::Sum if *int => Acc::IntSum(0),
+                    SummaryType::Sum => Acc::FloatSum(empty_sum),
+                    SummaryType::Maximum | SummaryType::Minimum if *int => Acc::Int(None),
+                    SummaryType::Maximum | SummaryType::Minimum => Acc::Float(None),
+                    SummaryType::Average => Acc::Average(empty_sum, 0),
+                    SummaryType::Earliest | SummaryType::Latest => Acc::Date(None),
+                    SummaryType::Percentage
+                    | SummaryType::StatusPercentage
+                    | SummaryType::StatusPercentageAsFloat
+                    | SummaryType::StatusList => Acc::Nothing,
+                })
+                .collect(),
+            level: (level < req.grouping.len()).then(Box::default),
+        }
+    }
+
+    fn add(&mut self, req: &SummarizeRequest, ints: &[bool], r: &Record, depth: usize) {
+        for (acc, s) in self.accs.iter_mut().zip(&req.summaries) {
+            let f = s.field.as_str();
+            match acc {
+                Acc::Count(n) => {
+                    let counts = match s.kind {
+                        SummaryType::RecordCount => true,
+                        SummaryType::Count => f == "id" || non_empty(field_value(r, f)),
+                        SummaryType::Checked | SummaryType::Unchecked => {
+                            let want = s.kind == SummaryType::Checked;
+                            matches!(field_value(r, f), Some(Value::Bool(b)) if *b == want)
+                        }
+                        _ => false,
+                    };
+                    *n += i64::from(counts);
+                }
+                Acc::IntSum(sum) => {
+                    if let Some(v) = int(r, f) {
+                        *sum = sum.wrapping_add(v);
+                    }
+                }
+                Acc::FloatSum(sum) => {
+                    if let Some(v) = num(r, f) {
+                        *sum += v;
+                    }
+                }
+                Acc::Int(m) => {
+                    if let Some(v) = int(r, f) {
+                        *m = Some(match (*m, s.kind) {
+                            (None, _) => v,
+                            (Some(a), SummaryType::Maximum) => a.max(v),
+                            (Some(a), _) => a.min(v),
+                        });
+                    }
+                }
+                Acc::Float(m) => {
+                    if let Some(v) = num(r, f) {
+                        *m = Some(match (*m, s.kind) {
+                            (None, _) => v,
+                            (Some(a), SummaryType::Maximum) => f64::max(a, v),
+                            (Some(a), _) => f64::min(a, v),
+                        });
+                    }
+                }
+                Acc::Average(sum, n) => {
+                    if let Some(v) = num(r, f) {
+                        *sum += v;
+                        *n += 1;
+                    }
+                }
+                Acc::Date(m) => {
+                    if let Some(v @ (Value::Date(_) | Value::DateTime(_))) = field_value(r, f) {
+                        // As `max_by` (the last of equals) and `min_by` (the first of equals).
+                        let take = match m {
+                            None => true,
+                            Some(a) if s.kind == SummaryType::Latest => {
+                                cmp_dates(v, a) != Ordering::Less
+                            }
+                            Some(a) => cmp_dates(v, a) == Ordering::Less,
+                        };
+                        if take {
+                            *m = Some(v.clone());
+                        }
+                    }
+                }
+                Acc::Nothing => {}
+            }
+        }
+        let Some(level) = self.level.as_deref_mut() else {
+            return;
+        };
+        let (name, value) = group_key(r, &req.grouping[depth].field);
+        let id = match &value {
+            Value::Entity(link) => GroupId::Link(link.entity_type.clone(), link.id),
+            Value::Text(s) => GroupId::Text(s.clone()),
+            _ => GroupId::Empty,
+        };
+        let i = match level.index.get(&id) {
+            Some(i) => *i,
+            None => {
+                level
+                    .groups
+                    .push((name, value, Node::new(req, ints, depth + 1)));
+                level.index.insert(id, level.groups.len() - 1);
+                level.groups.len() - 1
+            }
+        };
+        level.groups[i].2.add(req, ints, r, depth + 1);
+    }
+
+    fn finish(
+        self,
+        req: &SummarizeRequest,
+        depth: usize,
+    ) -> (Vec<(String, Value)>, Vec<SummaryGroup>) {
+        let mut summaries = Vec::new();
+        for (acc, s) in self.accs.into_iter().zip(&req.summaries) {
+            let v = match acc {
+                Acc::Count(n) | Acc::IntSum(n) => Value::Int(n),
+                Acc::FloatSum(x) => Value::Float(x),
+                Acc::Int(m) => m.map_or(Value::Null, Value::Int),
+                Acc::Float(m) => m.map_or(Value::Null, Value::Float),
+                Acc::Average(_, 0) => Value::Null,
+                Acc::Average(sum, n) => Value::Float(sum / n as f64),
+                Acc::Date(m) => m.unwrap_or(Value::Null),
+                Acc::Nothing => Value::Null,
+            };
+            put(&mut summaries, &s.field, v);
+        }
+        let Some(level) = self.level else {
+            return (summaries, Vec::new());
+        };
+        let direction = req.grouping[depth].direction;
+        let mut members = level.groups;
+        members.sort_by(|a, b| group_order((&a.0, &a.1), (&b.0, &b.1), direction));
+        let groups = members
+            .into_iter()
+            .map(|(name, value, node)| {
+                let (summaries, groups) = node.finish(req, depth + 1);
+                SummaryGroup {
+                    name,
+                    value,
+                    summaries,
+                    groups,
+                }
+            })
+            .collect();
+        (summaries, groups)
+    }
+}
+
+impl<'a> Summarizer<'a> {
+    /// A summarizer for `req` (checked as [`summarize`] checks it).
+    pub fn new(
+        req: &'a SummarizeRequest,
+        data_type_of: &dyn Fn(&str) -> Option<DataType>,
+    ) -> Result<Summarizer<'a>, SummarizeError> {
+        check_supported(req, data_type_of)?;
+        let int: Vec<bool> = req
+            .summaries
+            .iter()
+            .map(|s| {
+                s.field == "id"
+                    || !matches!(
+                        data_type_of(&s.field),
+                        Some(DataType::Float | DataType::Currency)
+                    )
+            })
+            .collect();
+        let root = Node::new(req, &int, 0);
+        Ok(Summarizer { req, int, root })
+    }
+
+    /// Adds one matching row.
+    pub fn add(&mut self, r: &Record) {
+        self.root.add(self.req, &self.int, r, 0);
+    }
+
+    /// The summaries and groups over every row added.
+    pub fn finish(self) -> SummaryResult {
+        let (summaries, groups) = self.root.finish(self.req, 0);
+        SummaryResult { summaries, groups }
+    }
 }
 
 fn link_id(v: &Value) -> i64 {

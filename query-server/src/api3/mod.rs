@@ -403,17 +403,26 @@ impl Api3 {
     async fn summarize(&self, p: &Json) -> Result<Json, NotAnswerable> {
         let snap = self.inner.catalog.snapshot();
         let plan = read::plan_summarize(&snap, p)?;
-        if summarize::needs_only_row_count(&plan.request) {
-            let n = self
-                .inner
-                .store
-                .count(&row_count_query(&plan.query))
-                .await
-                .map_err(store_na)?;
-            return Ok(summarize::summarize_row_count(&plan.request, n).to_json());
+        let schema = snap.schema().map_err(|e| NotAnswerable(e.to_string()))?;
+        let lookup = |f: &str| {
+            plan.data_types
+                .iter()
+                .find(|(k, _)| k == f)
+                .map(|(_, t)| *t)
+        };
+        match summarize_rows(
+            self.inner.store.as_ref(),
+            schema,
+            &plan.query,
+            &plan.request,
+            &lookup,
+        )
+        .await
+        {
+            Ok(result) => Ok(result.to_json()),
+            Err(QueryError::Store(e)) => Err(store_na(e)),
+            Err(e) => Err(NotAnswerable(e.to_string())),
         }
-        let rows = self.inner.store.find(&plan.query).await.map_err(store_na)?;
-        read::summarize_answer(&plan, &rows)
     }
 
     async fn forward_or_refuse(
@@ -586,13 +595,80 @@ pub async fn summarize_cached(
         limit: None,
         retired_only: false,
     };
+    summarize_rows(store, schema, &query, request, &lookup).await
+}
+
+/// Matching rows a summary reads per store query.
+const SUMMARY_PAGE: u64 = 20_000;
+
+/// Answers `request` over the rows `query` matches (its sorts empty: id order).
+///
+/// Row counts alone are one store count ([`summarize::needs_only_row_count`]). Otherwise the rows
+/// are read a page at a time (keyset on id, in the order one find would return them) and fed to a
+/// [`summarize::Summarizer`], so memory follows the number of groups, not of rows: a summary over a
+/// million shots held a million records (over a gigabyte) before. Each page is its own read, so a
+/// write committed meanwhile is seen by the rows read after it; no row is read twice.
+async fn summarize_rows(
+    store: &dyn Store,
+    schema: &shotgun_cache_core::model::SiteSchema,
+    query: &FindQuery,
+    request: &SummarizeRequest,
+    lookup: &(dyn Fn(&str) -> Option<DataType> + Sync),
+) -> Result<SummaryResult, QueryError> {
+    summarize_rows_paged(store, schema, query, request, lookup, SUMMARY_PAGE).await
+}
+
+/// [`summarize_rows`] with `page` rows per store query.
+async fn summarize_rows_paged(
+    store: &dyn Store,
+    schema: &shotgun_cache_core::model::SiteSchema,
+    query: &FindQuery,
+    request: &SummarizeRequest,
+    lookup: &(dyn Fn(&str) -> Option<DataType> + Sync),
+    page_rows: u64,
+) -> Result<SummaryResult, QueryError> {
+    use shotgun_cache_core::filter::{Condition, LogicalOp, Operand, Operator};
     if summarize::needs_only_row_count(request) {
-        let n = store.count(&row_count_query(&query)).await?;
+        let n = store.count(&row_count_query(query)).await?;
         return Ok(summarize::summarize_row_count(request, n));
     }
-    let rows = store.find(&query).await?;
-    summarize::summarize(request, &rows, &lookup)
-        .map_err(|e| QueryError::InvalidArgument(e.to_string()))
+    let mut summarizer = summarize::Summarizer::new(request, lookup)
+        .map_err(|e| QueryError::InvalidArgument(e.to_string()))?;
+    let id = shotgun_cache_core::filter::validate_path(schema, &query.entity_type, "id")?;
+    let mut after = None;
+    loop {
+        let filter = match after {
+            None => query.filter.clone(),
+            Some(last) => Filter::Group {
+                op: LogicalOp::And,
+                children: vec![
+                    query.filter.clone(),
+                    Filter::Condition(Condition {
+                        path: id.clone(),
+                        operator: Operator::GreaterThan,
+                        operand: Operand::One(shotgun_cache_core::model::Value::Int(last)),
+                    }),
+                ],
+            },
+        };
+        let page = store
+            .find(&FindQuery {
+                filter,
+                sorts: Vec::new(),
+                offset: 0,
+                limit: Some(page_rows.max(1)),
+                ..query.clone()
+            })
+            .await?;
+        for row in &page {
+            summarizer.add(row);
+        }
+        match page.last() {
+            Some(last) if page.len() as u64 == page_rows.max(1) => after = Some(last.id),
+            _ => break,
+        }
+    }
+    Ok(summarizer.finish())
 }
 
 /// The gRPC `Summarize` rpc over the domain service: converts the request, resolves the filter with

@@ -370,22 +370,6 @@ pub(crate) fn plan_summarize(
     })
 }
 
-/// Computes the `summarize` answer over the matching rows.
-pub(crate) fn summarize_answer(
-    plan: &SummarizePlan,
-    rows: &[Record],
-) -> Result<Json, NotAnswerable> {
-    let lookup = |f: &str| {
-        plan.data_types
-            .iter()
-            .find(|(k, _)| k == f)
-            .map(|(_, t)| *t)
-    };
-    summarize::summarize(&plan.request, rows, &lookup)
-        .map(|r| r.to_json())
-        .map_err(|e| na(e.to_string()))
-}
-
 /// `schema_read`, `schema_entity_read` and `schema_field_read` from the persisted site schema.
 /// Per-project schemas (`project` given) are the site's to answer.
 pub(crate) fn schema_answer(

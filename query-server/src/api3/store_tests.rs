@@ -464,3 +464,49 @@ async fn without_a_syncer_a_write_waits_for_the_event_log() {
     .await;
     assert!(started.elapsed() < std::time::Duration::from_millis(200));
 }
+
+/// A summary read a page at a time gives what one read of every row gives, whatever the page size.
+#[tokio::test]
+async fn paged_summaries_equal_one_read() {
+    let f = fixture().await;
+    let snap = f.catalog.snapshot();
+    let schema = snap.schema().expect("schema");
+    let request = summarize::parse_wire(
+        &json!([{"field": "sg_cut_in", "type": "sum"}, {"field": "id", "type": "record_count"},
+                {"field": "sg_cut_in", "type": "maximum"}]),
+        Some(
+            &json!([{"field": "sg_sequence", "type": "exact", "direction": "desc"},
+                     {"field": "sg_status_list", "type": "exact", "direction": "asc"}]),
+        ),
+    )
+    .expect("valid request");
+    let lookup = |f: &str| match f {
+        "sg_cut_in" | "id" => Some(DataType::Number),
+        "sg_sequence" => Some(DataType::Entity),
+        "sg_status_list" => Some(DataType::StatusList),
+        _ => None,
+    };
+    let fields = ["sg_cut_in", "sg_sequence", "sg_status_list"]
+        .iter()
+        .map(|p| shotgun_cache_core::filter::validate_path(schema, "Shot", p).expect("valid path"))
+        .collect();
+    let query = FindQuery {
+        entity_type: "Shot".into(),
+        filter: Filter::all(),
+        fields,
+        sorts: Vec::new(),
+        offset: 0,
+        limit: None,
+        retired_only: false,
+    };
+    let all = f.store.find(&query).await.expect("find");
+    assert_eq!(all.len(), 4);
+    let want = summarize::summarize(&request, &all, &lookup).expect("supported");
+    for page in [1, 2, 3, 4, 5, 20_000] {
+        let got =
+            super::summarize_rows_paged(f.store.as_ref(), schema, &query, &request, &lookup, page)
+                .await
+                .expect("summarized");
+        assert_eq!(got, want, "{page} rows a page");
+    }
+}

@@ -318,7 +318,15 @@ fn summarize_plans_fetch_the_needed_fields() {
         rec(1, &[("sg_cut_in", Value::Int(4))]),
         rec(2, &[("sg_cut_in", Value::Int(6))]),
     ];
-    let out = summarize_answer(&plan, &rows).expect("answerable");
+    let lookup = |f: &str| {
+        plan.data_types
+            .iter()
+            .find(|(k, _)| k == f)
+            .map(|(_, t)| *t)
+    };
+    let out = shotgun_cache_core::summarize::summarize(&plan.request, &rows, &lookup)
+        .expect("answerable")
+        .to_json();
     assert_eq!(out["summaries"], json!({"id": 2, "sg_cut_in": 10}));
     assert_eq!(
         out["groups"],
