@@ -257,19 +257,8 @@ async fn main() {
             targets.push(e);
         }
         json_bytes += targets.iter().map(json_size).sum::<usize>();
-        let writes = targets
-            .into_iter()
-            .map(|e| EntityWrite::Upsert {
-                entity: e,
-                floor: 0,
-                event_id: 0,
-            })
-            .collect();
         store
-            .commit(WriteBatch {
-                writes,
-                ..WriteBatch::default()
-            })
+            .commit(WriteBatch::import(targets))
             .await
             .expect("load link targets");
 
@@ -284,24 +273,11 @@ async fn main() {
             let end = (id + batch).min(a.entities + 1);
             let shots: Vec<Entity> = (id..end).map(|i| shot(&mut rng, i, now)).collect();
             json_bytes += shots.iter().map(json_size).sum::<usize>();
-            let writes = shots
-                .into_iter()
-                .map(|e| EntityWrite::Upsert {
-                    entity: e,
-                    floor: 0,
-                    event_id: 0,
-                })
-                .collect();
+            let writes = WriteBatch::import(shots);
             generate += t.elapsed();
             let t = Instant::now();
             let c = cpu_time();
-            store
-                .commit(WriteBatch {
-                    writes,
-                    ..WriteBatch::default()
-                })
-                .await
-                .expect("load a batch of shots");
+            store.commit(writes).await.expect("load a batch of shots");
             load += t.elapsed();
             load_cpu += cpu_time().saturating_sub(c);
             id = end;

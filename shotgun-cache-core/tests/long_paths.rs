@@ -9,7 +9,7 @@ use shotgun_cache_core::filter::{
 use shotgun_cache_core::model::{DateTime, Entity, EntityRef, SiteSchema, Value};
 use shotgun_cache_core::query::{FindQuery, MemorySource, reference_find};
 use shotgun_cache_core::store::sqlite::SqliteStore;
-use shotgun_cache_core::store::{EntityWrite, Store, TypeLayout, WriteBatch};
+use shotgun_cache_core::store::{Store, TypeLayout, WriteBatch};
 
 fn field(name: &str, data_type: &str, valid_types: &[&str]) -> Json {
     json!({
@@ -94,19 +94,8 @@ async fn paths_at_the_hop_limit_run_and_agree_with_the_reference() {
         })
         .collect();
     store.prepare(&schema, &layouts).await.expect("prepare");
-    let writes = rows()
-        .into_iter()
-        .map(|entity| EntityWrite::Upsert {
-            entity,
-            floor: 0,
-            event_id: 0,
-        })
-        .collect();
     store
-        .commit(WriteBatch {
-            writes,
-            ..WriteBatch::default()
-        })
+        .commit(WriteBatch::import(rows()))
         .await
         .expect("commit");
     let mut src = MemorySource::new();

@@ -235,6 +235,24 @@ pub struct WriteBatch {
     pub schema: Option<SiteSchema>,
 }
 
+impl WriteBatch {
+    /// A batch that writes `entities` as a first import does: each an upsert with floor 0 and no
+    /// event, not journaled.
+    pub fn import(entities: impl IntoIterator<Item = Entity>) -> WriteBatch {
+        WriteBatch {
+            writes: entities
+                .into_iter()
+                .map(|entity| EntityWrite::Upsert {
+                    entity,
+                    floor: 0,
+                    event_id: 0,
+                })
+                .collect(),
+            ..WriteBatch::default()
+        }
+    }
+}
+
 /// What happened to one write of a batch.
 #[derive(Debug, Clone, PartialEq)]
 pub enum WriteOutcome {

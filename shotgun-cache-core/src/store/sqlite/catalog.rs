@@ -764,18 +764,10 @@ mod tests {
             .prepare(&test_schema(), &test_layouts())
             .await
             .expect("prepare");
-        let writes = (1..=300)
-            .map(|id| EntityWrite::Upsert {
-                entity: crate::model::Entity::new("Shot", id * 2),
-                floor: 0,
-                event_id: 0,
-            })
-            .collect();
         store
-            .commit(WriteBatch {
-                writes,
-                ..WriteBatch::default()
-            })
+            .commit(WriteBatch::import(
+                (1..=300).map(|id| crate::model::Entity::new("Shot", id * 2)),
+            ))
             .await
             .expect("commit shots");
         let ids: Vec<i64> = (1..=40_000).map(|i| i * 3).collect();
