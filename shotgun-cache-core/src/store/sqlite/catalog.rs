@@ -812,18 +812,29 @@ mod tests {
 
         // A list that needs more parameters than SQLite binds is refused, naming the problem.
         let codes: Vec<String> = (0..33_000).map(|i| format!("sh{i}")).collect();
+        let many = filter("Shot", json!([["code", "in", codes]]));
         let err = store
             .find(&FindQuery {
-                filter: filter("Shot", json!([["code", "in", codes]])),
+                filter: many.clone(),
                 ..q(&ids)
             })
             .await
             .expect_err("33,000 codes are refused");
-        assert!(
-            matches!(&err, crate::store::StoreError::Invalid(m)
-                if m.contains("too many values") && m.contains("33000 SQL parameters")),
-            "{err:?}"
-        );
+        let refused = |err: &crate::store::StoreError| {
+            matches!(err, crate::store::StoreError::Invalid(m)
+                if m.contains("too many values") && m.contains("33000 SQL parameters"))
+        };
+        assert!(refused(&err), "{err:?}");
+        let err = store
+            .count(&crate::store::CountQuery {
+                entity_type: "Shot".into(),
+                filter: many,
+                retired_only: false,
+                now: DateTime::now(),
+            })
+            .await
+            .expect_err("a count of 33,000 codes is refused");
+        assert!(refused(&err), "{err:?}");
     }
 
     /// A file whose `sg_fold` indexes were built by the version-1 fold (per-character lowercase,

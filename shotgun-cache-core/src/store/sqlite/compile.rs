@@ -154,16 +154,10 @@ impl<'a> Compiler<'a> {
         }
     }
 
-    /// The `WHERE` predicate of a find or count: [`filter`](Self::filter), refused with
-    /// `Invalid` (naming the count) when it needs more SQL parameters than SQLite binds
-    /// ([`MAX_SQL_PARAMS`]), which only a list of tens of thousands of non-integer values does.
-    pub(crate) fn predicate(
-        &mut self,
-        f: &Filter,
-        alias: &str,
-        tc: &TypeCat,
-    ) -> Result<String, StoreError> {
-        let wh = self.filter(f, alias, tc)?;
+    /// `Invalid` (naming the count) when the statement compiled so far needs more SQL parameters
+    /// than SQLite binds ([`MAX_SQL_PARAMS`]), which only a list of tens of thousands of
+    /// non-integer values does; call it once the whole statement is compiled.
+    pub(crate) fn check_params(&self, tc: &TypeCat) -> Result<(), StoreError> {
         if self.params.len() > MAX_SQL_PARAMS {
             return Err(StoreError::Invalid(format!(
                 "the filter on {} has too many values: it needs {} SQL parameters, at most {MAX_SQL_PARAMS} \
@@ -172,7 +166,7 @@ impl<'a> Compiler<'a> {
                 self.params.len()
             )));
         }
-        Ok(wh)
+        Ok(())
     }
 
     /// A predicate over the whole filter for rows of `tc` aliased `alias`.

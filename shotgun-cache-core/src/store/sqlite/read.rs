@@ -179,8 +179,9 @@ pub(super) fn compile_find(
     select: &str,
 ) -> Result<(String, Vec<rusqlite::types::Value>), StoreError> {
     let mut c = Compiler::new(cat, now);
-    let wh = c.predicate(&q.filter, "t", tc)?;
+    let wh = c.filter(&q.filter, "t", tc)?;
     let order = c.order_by(&q.sorts, "t", tc)?;
+    c.check_params(tc)?;
     let limit = q.limit.map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
     let offset = i64::try_from(q.offset).unwrap_or(i64::MAX);
     let sql = format!(
@@ -491,7 +492,8 @@ pub(crate) fn find(
 pub(crate) fn count(conn: &Connection, cat: &Catalog, q: &CountQuery) -> Result<u64, StoreError> {
     let tc = cat.get(&q.entity_type)?;
     let mut c = Compiler::new(cat, q.now);
-    let wh = c.predicate(&q.filter, "t", tc)?;
+    let wh = c.filter(&q.filter, "t", tc)?;
+    c.check_params(tc)?;
     let sql = format!(
         "SELECT count(*) FROM {} AS t WHERE t._retired = {} AND {wh}",
         tc.table(),
