@@ -39,7 +39,7 @@ use axum::routing::post;
 use serde_json::{Value as Json, json};
 use shotgun_cache_core::config::Config;
 use shotgun_cache_core::filter::Filter;
-use shotgun_cache_core::model::{DataType, DateTime};
+use shotgun_cache_core::model::{DataType, DateTime, SiteSchema, Value};
 use shotgun_cache_core::query::FindQuery;
 use shotgun_cache_core::store::{CountQuery, Store};
 use shotgun_cache_core::summarize::{self, SummarizeRequest, SummaryResult};
@@ -542,18 +542,6 @@ pub(crate) fn info_answer(mut site: Json, site_url: &str, snap: &CatalogSnapshot
 /// # Errors
 /// [`QueryError::InvalidArgument`] for a summary or grouping the cache cannot answer exactly (the
 /// message says why), and the usual type, field and store errors.
-/// The count of the rows a summary's find would fetch: a request of row counts only
-/// ([`summarize::needs_only_row_count`]) is counted in the store, without holding every matching
-/// row in memory.
-fn row_count_query(q: &FindQuery) -> CountQuery {
-    CountQuery {
-        entity_type: q.entity_type.clone(),
-        filter: q.filter.clone(),
-        retired_only: q.retired_only,
-        now: DateTime::now(),
-    }
-}
-
 pub async fn summarize_cached(
     store: &dyn Store,
     snap: &CatalogSnapshot,
@@ -610,7 +598,7 @@ const SUMMARY_PAGE: u64 = 20_000;
 /// write committed meanwhile is seen by the rows read after it; no row is read twice.
 async fn summarize_rows(
     store: &dyn Store,
-    schema: &shotgun_cache_core::model::SiteSchema,
+    schema: &SiteSchema,
     query: &FindQuery,
     request: &SummarizeRequest,
     lookup: &(dyn Fn(&str) -> Option<DataType> + Sync),
@@ -621,7 +609,7 @@ async fn summarize_rows(
 /// [`summarize_rows`] with `page` rows per store query.
 async fn summarize_rows_paged(
     store: &dyn Store,
-    schema: &shotgun_cache_core::model::SiteSchema,
+    schema: &SiteSchema,
     query: &FindQuery,
     request: &SummarizeRequest,
     lookup: &(dyn Fn(&str) -> Option<DataType> + Sync),
@@ -646,7 +634,7 @@ async fn summarize_rows_paged(
                     Filter::Condition(Condition {
                         path: id.clone(),
                         operator: Operator::GreaterThan,
-                        operand: Operand::One(shotgun_cache_core::model::Value::Int(last)),
+                        operand: Operand::One(Value::Int(last)),
                     }),
                 ],
             },
@@ -669,6 +657,18 @@ async fn summarize_rows_paged(
         }
     }
     Ok(summarizer.finish())
+}
+
+/// The count of the rows a summary's find would fetch: a request of row counts only
+/// ([`summarize::needs_only_row_count`]) is counted in the store, without holding every matching
+/// row in memory.
+fn row_count_query(q: &FindQuery) -> CountQuery {
+    CountQuery {
+        entity_type: q.entity_type.clone(),
+        filter: q.filter.clone(),
+        retired_only: q.retired_only,
+        now: DateTime::now(),
+    }
 }
 
 /// The gRPC `Summarize` rpc over the domain service: converts the request, resolves the filter with
