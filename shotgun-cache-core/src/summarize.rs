@@ -284,6 +284,12 @@ fn is_exact_groupable(t: DataType) -> bool {
     )
 }
 
+/// The most grouping levels the cache answers (each level is a step of recursion, and requests of
+/// thousands of levels overflowed the stack). Pipeline summaries group one to three levels deep;
+/// a deeper request is [`SummarizeError::Unsupported`], so the api3 endpoint forwards it to the
+/// site.
+pub const MAX_GROUPING_LEVELS: usize = 16;
+
 /// Checks that every summary and grouping of `req` can be answered exactly from cached records.
 /// `data_type_of` gives the data type of a (possibly deep) field path, `None` when unknown.
 pub fn check_supported(
@@ -333,6 +339,12 @@ pub fn check_supported(
                 format!("not answered for a {} field", t.as_str()),
             ));
         }
+    }
+    if req.grouping.len() > MAX_GROUPING_LEVELS {
+        return Err(unsupported(
+            format!("{} grouping levels", req.grouping.len()),
+            format!("the cache groups at most {MAX_GROUPING_LEVELS} levels deep"),
+        ));
     }
     for g in &req.grouping {
         if g.field.is_empty() {
@@ -596,8 +608,10 @@ fn group_order(a: (&str, &Value), b: (&str, &Value), direction: Direction) -> Or
 /// proportional to the number of groups instead of the number of rows, and a hash lookup per row
 /// and level instead of a scan of the groups. Feed the rows in the order `summarize` would see
 /// them (float sums depend on the order of their terms).
-pub struct Summarizer<'a> {
-    req: &'a SummarizeRequest,
+pub struct Summarizer {
+    /// The request with one summary per field: the last one asked for, at the place of the first
+    /// (what the answer shows), so a request repeating a field many times costs one accumulator.
+    req: SummarizeRequest,
     /// Per summary: whether it sums, or takes the extremes of, integers.
     int: Vec<bool>,
     root: Node,
@@ -799,13 +813,24 @@ impl Node {
     }
 }
 
-impl<'a> Summarizer<'a> {
+impl Summarizer {
     /// A summarizer for `req` (checked as [`summarize`] checks it).
     pub fn new(
-        req: &'a SummarizeRequest,
+        req: &SummarizeRequest,
         data_type_of: &dyn Fn(&str) -> Option<DataType>,
-    ) -> Result<Summarizer<'a>, SummarizeError> {
+    ) -> Result<Summarizer, SummarizeError> {
         check_supported(req, data_type_of)?;
+        let mut summaries: Vec<SummaryField> = Vec::new();
+        for s in &req.summaries {
+            match summaries.iter_mut().find(|e| e.field == s.field) {
+                Some(e) => e.kind = s.kind,
+                None => summaries.push(s.clone()),
+            }
+        }
+        let req = SummarizeRequest {
+            summaries,
+            grouping: req.grouping.clone(),
+        };
         let int: Vec<bool> = req
             .summaries
             .iter()
@@ -817,18 +842,18 @@ impl<'a> Summarizer<'a> {
                     )
             })
             .collect();
-        let root = Node::new(req, &int, 0);
+        let root = Node::new(&req, &int, 0);
         Ok(Summarizer { req, int, root })
     }
 
     /// Adds one matching row.
     pub fn add(&mut self, r: &Record) {
-        self.root.add(self.req, &self.int, r, 0);
+        self.root.add(&self.req, &self.int, r, 0);
     }
 
     /// The summaries and groups over every row added.
     pub fn finish(self) -> SummaryResult {
-        let (summaries, groups) = self.root.finish(self.req, 0);
+        let (summaries, groups) = self.root.finish(&self.req, 0);
         SummaryResult { summaries, groups }
     }
 }

@@ -388,6 +388,30 @@ async fn grpc_summarize_uses_the_same_implementation() {
             .to_string()
             .contains("record_count, count")
     );
+    let deep = pb::SummarizeRequest {
+        entity_type: "Shot".into(),
+        summaries: vec![pb::SummaryField {
+            field: "id".into(),
+            r#type: "record_count".into(),
+        }],
+        grouping: vec![
+            pb::SummaryGrouping {
+                field: "sg_status_list".into(),
+                r#type: String::new(),
+                direction: 0,
+            };
+            summarize::MAX_GROUPING_LEVELS + 1
+        ],
+        ..Default::default()
+    };
+    let err = summarize_grpc(&svc, &deep)
+        .await
+        .expect_err("too many levels");
+    assert_eq!(
+        tonic::Status::from(err.clone()).code(),
+        tonic::Code::InvalidArgument
+    );
+    assert!(err.to_string().contains("17 grouping levels"), "{err}");
 }
 
 #[tokio::test]

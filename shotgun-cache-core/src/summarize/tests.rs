@@ -424,3 +424,38 @@ fn the_streaming_summarizer_equals_summarize() {
         assert_eq!(got, want, "seed {seed} case {case}");
     }
 }
+
+/// Grouping levels are bounded: at the bound the answer nests that deep; one more is unsupported.
+#[test]
+fn grouping_levels_are_bounded() {
+    let levels = |n: usize| {
+        json!(
+            (0..n)
+                .map(|_| json!({"field": "sg_status_list", "type": "exact", "direction": "asc"}))
+                .collect::<Vec<_>>()
+        )
+    };
+    let r = req(
+        json!([{"field": "id", "type": "record_count"}]),
+        Some(levels(MAX_GROUPING_LEVELS)),
+    );
+    let out = summarize(&r, &rows(), &types).expect("at the bound");
+    let mut depth = 0;
+    let mut level = &out.groups;
+    while let Some(g) = level.first() {
+        depth += 1;
+        level = &g.groups;
+    }
+    assert_eq!(depth, MAX_GROUPING_LEVELS);
+    let r = req(
+        json!([{"field": "id", "type": "record_count"}]),
+        Some(levels(10_000)),
+    );
+    let err = summarize(&r, &rows(), &types).expect_err("10,000 levels");
+    assert!(
+        err.to_string().contains("10000 grouping levels")
+            && err.to_string().contains(&MAX_GROUPING_LEVELS.to_string()),
+        "{err}"
+    );
+    assert!(Summarizer::new(&r, &types).is_err());
+}
