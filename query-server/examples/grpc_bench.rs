@@ -607,8 +607,9 @@ async fn rethink_target(default_rows: u64) -> anyhow::Result<Target> {
     Ok(target)
 }
 
-/// Starts the real query-server binary on the target's store and runs the bench against it.
-async fn run_backend(t: &Target, secs: u64) -> anyhow::Result<Figures> {
+/// Starts the real query-server binary on the target's store, with a result cache of
+/// `result_cache_mb` MiB (0: none; SQLite only), and runs the bench against it.
+async fn run_backend(t: &Target, secs: u64, result_cache_mb: u64) -> anyhow::Result<Figures> {
     let (grpc, admin, http) = (free_port()?, free_port()?, free_port()?);
     let dir = PathBuf::from(".cache/bench");
     std::fs::create_dir_all(&dir)?;
@@ -617,7 +618,8 @@ async fn run_backend(t: &Target, secs: u64) -> anyhow::Result<Figures> {
         &cfg,
         format!(
             "[site]\nurl = \"http://127.0.0.1:1\"\nscript_name = \"bench\"\n[store]\n{}[query_server]\n\
-             grpc_listen = \"127.0.0.1:{grpc}\"\nadmin_listen = \"127.0.0.1:{admin}\"\nhttp_listen = \"127.0.0.1:{http}\"\ndrain_secs = 0\n",
+             grpc_listen = \"127.0.0.1:{grpc}\"\nadmin_listen = \"127.0.0.1:{admin}\"\nhttp_listen = \"127.0.0.1:{http}\"\ndrain_secs = 0\n\
+             result_cache_mb = {result_cache_mb}\n",
             t.store_toml
         ),
     )?;
@@ -633,7 +635,23 @@ async fn run_backend(t: &Target, secs: u64) -> anyhow::Result<Figures> {
     let mut child = cmd.spawn()?;
     let pid = child.id();
     let url = format!("http://127.0.0.1:{grpc}");
-    let result = bench(&url, pid, t, secs).await;
+    let sqlite = t.rethink.is_none();
+    let label = match (sqlite, result_cache_mb) {
+        (false, _) => t.label.clone(),
+        (true, 0) => format!("{}, no result cache", t.label),
+        (true, mb) => format!("{}, result cache {mb} MiB", t.label),
+    };
+    println!("== {label} ==");
+    let admin_url = format!("http://127.0.0.1:{admin}/metrics");
+    let result = bench(
+        &url,
+        pid,
+        t,
+        secs,
+        label,
+        (sqlite && result_cache_mb > 0).then_some(admin_url.as_str()),
+    )
+    .await;
     let _ = std::process::Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status();
@@ -656,9 +674,34 @@ async fn main() -> anyhow::Result<()> {
             "rethinkdb" => rethink_target(rows).await?,
             other => anyhow::bail!("BENCH_BACKENDS: unknown backend {other:?} (sqlite, rethinkdb)"),
         };
-        let figures = run_backend(&target, secs).await;
+        // SQLite runs the server with its result cache and again without (`BENCH_RESULT_CACHE`,
+        // default `on,off`); RethinkDB has none.
+        let modes = std::env::var("BENCH_RESULT_CACHE").unwrap_or_else(|_| "on,off".into());
+        let mut sizes = Vec::new();
+        for m in modes.split(',').map(str::trim).filter(|m| !m.is_empty()) {
+            sizes.push(match m {
+                "on" => 64,
+                "off" => 0,
+                other => anyhow::bail!("BENCH_RESULT_CACHE: unknown mode {other:?} (on, off)"),
+            });
+        }
+        if b != "sqlite" {
+            sizes = vec![0];
+        }
+        let mut failed = None;
+        for mb in sizes {
+            match run_backend(&target, secs, mb).await {
+                Ok(f) => all.push(f),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
         target.cleanup().await;
-        all.push(figures?);
+        if let Some(e) = failed {
+            return Err(e);
+        }
     }
     side_by_side(&all);
     if sim_scale > 0 {
@@ -929,6 +972,19 @@ async fn throughput_raw_h2(
     .await
 }
 
+/// The result cache's hit and miss counts, read from the server's `/metrics`.
+async fn cache_counts(metrics_url: &str) -> anyhow::Result<(u64, u64)> {
+    let text = reqwest::get(metrics_url).await?.text().await?;
+    let count = |outcome: &str| {
+        let prefix = format!("query_result_cache_requests_total{{outcome=\"{outcome}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map_or(0, |v| v as u64)
+    };
+    Ok((count("hit"), count("miss")))
+}
+
 /// The lean load client's gRPC over HTTP/2 (see [`throughput_raw_h2`]).
 mod raw_h2 {
     use anyhow::{Context as _, anyhow, bail, ensure};
@@ -1064,7 +1120,16 @@ mod raw_h2 {
     }
 }
 
-async fn bench(url: &str, pid: u32, t: &Target, secs: u64) -> anyhow::Result<Figures> {
+/// `cache_metrics`: the server's `/metrics` address when its result cache is on (its hit counts are
+/// printed after the throughput runs, and one more run measures the cache while commits land).
+async fn bench(
+    url: &str,
+    pid: u32,
+    t: &Target,
+    secs: u64,
+    label: String,
+    cache_metrics: Option<&str>,
+) -> anyhow::Result<Figures> {
     let store = t.store.as_ref();
     let seqs = sequences(t.rows);
     // reqlite answers a Find in tens of milliseconds: fewer runs there (the table shows n).
@@ -1074,7 +1139,7 @@ async fn bench(url: &str, pid: u32, t: &Target, secs: u64) -> anyhow::Result<Fig
         env_u64("BENCH_FINDS", 3000)
     } as usize;
     let mut fig = Figures {
-        backend: t.label.clone(),
+        backend: label,
         rows: Vec::new(),
     };
     let mut c = connect(url).await?;
@@ -1170,6 +1235,63 @@ async fn bench(url: &str, pid: u32, t: &Target, secs: u64) -> anyhow::Result<Fig
                 "BENCH_LOAD_CLIENTS: unknown load client {other:?} (full, framing, raw)"
             ),
         });
+    }
+    if let Some(metrics_url) = cache_metrics {
+        let (hits, misses) = cache_counts(metrics_url).await?;
+        let name = "result cache: hits / misses so far";
+        println!("{name:<58} {hits} / {misses}");
+        fig.push(name, Cell::Text(format!("{hits} / {misses}")));
+        // The cache while the store takes commits (each one drops every cached answer): a busy
+        // site's event stream, one commit every `BENCH_COMMIT_MS` (default 100).
+        let every = Duration::from_millis(env_u64("BENCH_COMMIT_MS", 100).max(1));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = {
+            let (stop, store, rows) = (stop.clone(), t.store.clone(), t.rows as i64);
+            tokio::spawn(async move {
+                let base = DateTime::now().0 * 1000;
+                let mut k = 0i64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    tokio::time::sleep(every).await;
+                    store
+                        .commit(WriteBatch {
+                            writes: vec![EntityWrite::Patch {
+                                entity_type: "Shot".into(),
+                                id: (k * 104_729) % rows.max(1) + 1,
+                                event_id: base + k,
+                                changes: vec![FieldChange::Set(
+                                    "sg_cut_in".into(),
+                                    Value::Int(base + k),
+                                )],
+                            }],
+                            journal: true,
+                            ..Default::default()
+                        })
+                        .await?;
+                    k += 1;
+                }
+                anyhow::Ok(k)
+            })
+        };
+        let addr = url
+            .trim_start_matches("http://")
+            .parse()
+            .map_err(|e| anyhow::anyhow!("the server address in {url}: {e}"))?;
+        let run = throughput_raw_h2(addr, pid, t, secs).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let commits = writer.await??;
+        let run = run?;
+        let (h2, m2) = cache_counts(metrics_url).await?;
+        let name = "  result cache while commits land: commits, hits / misses";
+        let text = format!(
+            "{commits} commits in {:.1} s; {} / {} ({:.1}% hits)",
+            run.elapsed,
+            h2 - hits,
+            m2 - misses,
+            100.0 * (h2 - hits) as f64 / ((h2 - hits) + (m2 - misses)).max(1) as f64
+        );
+        println!("{name:<58} {text}");
+        fig.push(name, Cell::Text(text));
+        runs.push((run, "raw HTTP/2 client, commits landing"));
     }
     for (run, label) in &runs {
         let n = clients();

@@ -9,7 +9,26 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+use shotgun_cache_core::store::Store;
+use shotgun_cache_core::store::sqlite::ResultCacheStats;
+
 use crate::catalog::Catalog;
+
+/// Copies the store's result cache counters into the metrics about to be rendered.
+fn record_result_cache(s: &ResultCacheStats) {
+    for (outcome, n) in [
+        ("hit", s.hits),
+        ("miss", s.misses),
+        ("uncacheable", s.uncacheable),
+    ] {
+        metrics::counter!("query_result_cache_requests_total", "outcome" => outcome).absolute(n);
+    }
+    metrics::counter!("query_result_cache_evictions_total").absolute(s.evictions);
+    metrics::counter!("query_result_cache_invalidated_entries_total").absolute(s.invalidations);
+    metrics::gauge!("query_result_cache_entries").set(s.entries as f64);
+    metrics::gauge!("query_result_cache_bytes").set(s.bytes as f64);
+    metrics::gauge!("query_result_cache_budget_bytes").set(s.budget_bytes as f64);
+}
 
 /// Histogram buckets (seconds) for latencies: from 50 µs to 10 s.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -41,11 +60,21 @@ pub fn metrics_handle() -> PrometheusHandle {
 }
 
 /// The admin router.
-pub fn router(metrics: PrometheusHandle, ready: Arc<AtomicBool>, catalog: Catalog) -> Router {
+pub fn router(
+    metrics: PrometheusHandle,
+    ready: Arc<AtomicBool>,
+    catalog: Catalog,
+    store: Arc<dyn Store>,
+) -> Router {
     Router::new()
         .route(
             "/metrics",
-            get(move || std::future::ready(metrics.render())),
+            get(move || {
+                if let Some(s) = store.result_cache_stats() {
+                    record_result_cache(&s);
+                }
+                std::future::ready(metrics.render())
+            }),
         )
         .route("/healthz", get(|| std::future::ready("ok\n")))
         .route(

@@ -141,8 +141,9 @@ impl Default for ServerOptions {
     }
 }
 
-/// Opens the configured store. The query-server only ever reads from it.
-pub fn open_store(config: &StoreConfig) -> anyhow::Result<Arc<dyn Store>> {
+/// Opens the configured store, with a result cache of `result_cache_mb` MiB on SQLite (0: none).
+/// The query-server only ever reads from it.
+pub fn open_store(config: &StoreConfig, result_cache_mb: u64) -> anyhow::Result<Arc<dyn Store>> {
     match config.backend {
         Backend::Sqlite => {
             // The SQLite backend has no read-only mode: `open` creates and bootstraps the file when
@@ -151,9 +152,12 @@ pub fn open_store(config: &StoreConfig) -> anyhow::Result<Arc<dyn Store>> {
                 &config.sqlite_path,
             ))
             .with_context(|| format!("open the SQLite store at {}", config.sqlite_path))?;
+            // At most 64 GiB (the config's bound), so the product fits a usize.
+            store.enable_result_cache(usize::try_from(result_cache_mb << 20).unwrap_or(usize::MAX));
             Ok(Arc::new(store))
         }
         // Connects on first use, so the server starts (NOT_SERVING) while RethinkDB is unreachable.
+        // No result cache: RethinkDB has no cheap "did anything change" check to keep one exact.
         Backend::Rethinkdb => Ok(Arc::new(
             shotgun_cache_core::store::rethinkdb::RethinkStore::open_lazy(config),
         )),
@@ -166,7 +170,7 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let store = open_store(&config.store)?;
+    let store = open_store(&config.store, config.query_server.result_cache_mb)?;
     run_with(config, store, listeners, shutdown, ServerOptions::default()).await
 }
 
@@ -234,7 +238,7 @@ pub async fn run_with(
         stopped(),
     ));
 
-    let admin_router = admin::router(metrics, ready.clone(), catalog.clone());
+    let admin_router = admin::router(metrics, ready.clone(), catalog.clone(), store.clone());
     let admin_stop = stopped();
     let admin_listener = listeners.admin;
     let admin_task = tokio::spawn(async move {

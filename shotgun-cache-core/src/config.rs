@@ -121,6 +121,9 @@ pub struct QueryServerConfig {
     pub drain_secs: u64,
     pub tls_cert_file: String,
     pub tls_key_file: String,
+    /// MiB of memory for answers of finds and counts served again while the store's data has not
+    /// changed (SQLite store; 0 turns it off). See `store::sqlite::SqliteStore::enable_result_cache`.
+    pub result_cache_mb: u64,
 }
 
 impl Default for QueryServerConfig {
@@ -133,6 +136,7 @@ impl Default for QueryServerConfig {
             drain_secs: 5,
             tls_cert_file: String::new(),
             tls_key_file: String::new(),
+            result_cache_mb: 64,
         }
     }
 }
@@ -327,6 +331,7 @@ const SECTIONS: &[SectionSpec] = &[
             ("drain_secs", Kind::Int),
             ("tls_cert_file", Kind::Str),
             ("tls_key_file", Kind::Str),
+            ("result_cache_mb", Kind::Int),
         ],
         &[],
     ),
@@ -355,6 +360,7 @@ const RANGES: &[(&str, i64, i64)] = &[
     ("syncer.request_timeout_secs", 1, 600),
     ("query_server.max_connection_age_secs", 1, 86_400),
     ("query_server.drain_secs", 0, 600),
+    ("query_server.result_cache_mb", 0, 65_536),
     ("store.rethinkdb_timeout_secs", 1, 600),
 ];
 
@@ -684,7 +690,7 @@ impl Config {
                 reason: "the API script name is required".into(),
             });
         }
-        let ints: [(&str, i64); 10] = [
+        let ints: [(&str, i64); 11] = [
             (
                 "syncer.poll_interval_ms",
                 self.syncer.poll_interval_ms as i64,
@@ -717,6 +723,10 @@ impl Config {
             (
                 "query_server.drain_secs",
                 self.query_server.drain_secs as i64,
+            ),
+            (
+                "query_server.result_cache_mb",
+                i64::try_from(self.query_server.result_cache_mb).unwrap_or(i64::MAX),
             ),
             (
                 "store.rethinkdb_timeout_secs",

@@ -1,6 +1,9 @@
 //! Two processes on one SQLite file: this test binary re-executes itself as a writer process (the
 //! `writer_process` test with `SHOTGUN_CACHE_TWO_PROCESS_DB` set) while the parent reads the same file
 //! concurrently. The reader must never see an error, a half-committed batch, or data going backwards.
+//! Its result cache is on (as in the query-server): a count must see at least every shot whose
+//! journal entry was visible before the count began, so a cached count older than the writer's
+//! last commit fails the test.
 
 use std::path::Path;
 use std::process::Command;
@@ -100,6 +103,7 @@ async fn reader_sees_consistent_growing_data_while_another_process_writes() {
         .prepare(&test_schema(), &test_layouts())
         .await
         .expect("prepare");
+    store.enable_result_cache(8 << 20);
     let mut child = Command::new(std::env::current_exe().expect("test binary path"))
         .args([
             "--exact",
@@ -114,10 +118,19 @@ async fn reader_sees_consistent_growing_data_while_another_process_writes() {
     let deadline = Instant::now() + Duration::from_secs(120);
     let status = loop {
         let done = child.try_wait().expect("poll the writer");
+        // Every journal entry is a created shot.
+        let visible = store.journal_head().await.expect("journal head");
         let n = store
             .count(&count_query())
             .await
             .expect("count while the writer writes");
+        assert!(
+            n >= visible,
+            "a count begun when {visible} shots were journaled saw {n} (a stale cached answer)"
+        );
+        // Asked again at once, usually from the cache.
+        let again = store.count(&count_query()).await.expect("count again");
+        assert!(again >= n, "the count went back from {n} to {again}");
         assert_eq!(
             n % PER_BATCH as u64,
             0,
@@ -179,5 +192,10 @@ async fn reader_sees_consistent_growing_data_while_another_process_writes() {
     assert!(
         reads > 10,
         "the reader read while the writer wrote ({reads} reads)"
+    );
+    let s = store.result_cache_stats().expect("the cache is on");
+    assert!(
+        s.hits > 0 && s.misses > 0,
+        "counts were served both from the cache and from the file: {s:?}"
     );
 }

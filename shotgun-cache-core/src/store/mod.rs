@@ -287,6 +287,12 @@ pub trait Store: Send + Sync + 'static {
     /// A cheap round trip, for health checks.
     async fn ping(&self) -> Result<(), StoreError>;
 
+    /// What the result cache counted, when the backend has one and it is enabled (see
+    /// [`sqlite::SqliteStore::enable_result_cache`]).
+    fn result_cache_stats(&self) -> Option<sqlite::ResultCacheStats> {
+        None
+    }
+
     /// Creates or migrates tables, columns and indexes for the cached types, and persists the schema.
     /// Idempotent; called at start-up and when the config or schema changes.
     async fn prepare(&self, schema: &SiteSchema, layouts: &[TypeLayout]) -> Result<(), StoreError>;

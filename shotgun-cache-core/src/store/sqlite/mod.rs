@@ -66,8 +66,11 @@ mod catalog;
 mod codec;
 mod compile;
 mod read;
+mod results;
 mod rows;
 mod write;
+
+pub use results::ResultCacheStats;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
@@ -341,10 +344,29 @@ impl Drop for SetOnDrop {
     }
 }
 
+/// A pooled read connection and the `PRAGMA data_version` it last observed (see `results`).
+struct Reader {
+    conn: Connection,
+    seen_version: Option<i64>,
+}
+
+impl Reader {
+    fn open(path: &Path) -> Result<Reader, StoreError> {
+        Ok(Reader {
+            conn: open_connection(path, Role::Reader)?,
+            seen_version: None,
+        })
+    }
+}
+
 struct Inner {
     path: PathBuf,
     writer: Mutex<Option<Connection>>,
-    readers: Mutex<Vec<Connection>>,
+    readers: Mutex<Vec<Reader>>,
+    /// Moves whenever a read connection sees a commit of another connection (see `results`).
+    generation: results::Generation,
+    /// The result cache, when enabled ([`SqliteStore::enable_result_cache`]).
+    results: std::sync::OnceLock<results::ResultCache>,
     catalog: RwLock<Arc<Catalog>>,
     journal_changed: tokio::sync::Notify,
     /// Checkpoints the background checkpointer has run.
@@ -430,11 +452,12 @@ impl Inner {
             .lock()
             .map_err(|_| StoreError::Internal("reader pool lock poisoned".into()))?
             .pop();
-        let mut conn = match pooled {
-            Some(c) => c,
-            None => open_connection(&self.path, Role::Reader)?,
+        let mut reader = match pooled {
+            Some(r) => r,
+            None => Reader::open(&self.path)?,
         };
-        hook(&mut conn).map_err(sql_err)?;
+        let conn = &mut reader.conn;
+        hook(conn).map_err(sql_err)?;
         // The read transaction's BEGIN and COMMIT are cached statements: `Connection::transaction`
         // parses both each time (`execute_batch`), 2-3% of an indexed find's server CPU.
         fn run(conn: &Connection, sql: &str) -> Result<(), StoreError> {
@@ -443,11 +466,11 @@ impl Inner {
                 .map(|_| ())
                 .map_err(sql_err)
         }
-        let mut result = run(&conn, "BEGIN DEFERRED")
-            .and_then(|()| self.catalog(&conn))
-            .and_then(|cat| f(&conn, &cat));
+        let mut result = run(conn, "BEGIN DEFERRED")
+            .and_then(|()| self.catalog(conn))
+            .and_then(|cat| f(conn, &cat));
         if result.is_ok()
-            && let Err(e) = run(&conn, "COMMIT")
+            && let Err(e) = run(conn, "COMMIT")
         {
             result = Err(e);
         }
@@ -455,7 +478,7 @@ impl Inner {
             // Not interrupted by a spent budget itself. (A failed rollback leaves the transaction
             // open: the connection is dropped below instead of pooled.)
             let _ = conn.progress_handler(0, None::<fn() -> bool>);
-            let _ = run(&conn, "ROLLBACK");
+            let _ = run(conn, "ROLLBACK");
         }
         // A connection whose handler or timeout cannot be reset, or that is still in a
         // transaction, is not reused (it would interrupt later reads, or read an old snapshot).
@@ -465,9 +488,43 @@ impl Inner {
             && let Ok(mut pool) = self.readers.lock()
             && pool.len() < MAX_IDLE_READERS
         {
-            pool.push(conn);
+            pool.push(reader);
         }
         result
+    }
+
+    /// Observes on a pooled connection whether another connection committed since that
+    /// connection last looked, moves the data generation if so (or if the connection is new), and
+    /// returns the generation. See `results` for why this makes cached answers exact.
+    fn observe(&self) -> Result<u64, StoreError> {
+        let pooled = self
+            .readers
+            .lock()
+            .map_err(|_| StoreError::Internal("reader pool lock poisoned".into()))?
+            .pop();
+        let mut reader = match pooled {
+            Some(r) => r,
+            None => Reader::open(&self.path)?,
+        };
+        // In autocommit mode the pragma is a read transaction of its own, which is what refreshes
+        // the connection's view of the WAL.
+        let version: i64 = reader
+            .conn
+            .prepare_cached("PRAGMA data_version")
+            .and_then(|mut s| s.query_row([], |r| r.get(0)))
+            .map_err(sql_err)?;
+        if reader.seen_version != Some(version) {
+            self.generation.advance();
+            reader.seen_version = Some(version);
+        }
+        let generation = self.generation.get();
+        if reader.conn.is_autocommit()
+            && let Ok(mut pool) = self.readers.lock()
+            && pool.len() < MAX_IDLE_READERS
+        {
+            pool.push(reader);
+        }
+        Ok(generation)
     }
 
     /// Runs `f` in one write transaction. `f` returns whether it changed the catalog.
@@ -575,7 +632,12 @@ impl SqliteStore {
             inner: Arc::new(Inner {
                 path: path.to_owned(),
                 writer: Mutex::new(None),
-                readers: Mutex::new(vec![conn]),
+                readers: Mutex::new(vec![Reader {
+                    conn,
+                    seen_version: None,
+                }]),
+                generation: results::Generation::default(),
+                results: std::sync::OnceLock::new(),
                 catalog: RwLock::new(Arc::new(cat)),
                 journal_changed: tokio::sync::Notify::new(),
                 checkpoints: Arc::new(AtomicU64::new(0)),
@@ -586,6 +648,33 @@ impl SqliteStore {
     /// The file this store was opened on.
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// Keeps the answers of finds and counts in memory (at most `budget_bytes`, least recently
+    /// used evicted first) and serves them again while no commit has changed the data; see
+    /// `results` for the guarantee (a cached answer is never older than a read started at the
+    /// same moment). For a process that mostly reads, such as the query-server: every commit of
+    /// any connection drops the whole cache. Has no effect when called again, or with 0.
+    pub fn enable_result_cache(&self, budget_bytes: usize) {
+        if budget_bytes > 0 {
+            let _ = self
+                .inner
+                .results
+                .set(results::ResultCache::new(budget_bytes));
+        }
+    }
+
+    /// The result cache and a request's key when the request can be cached; a request that
+    /// cannot (its filter uses the current time) is counted.
+    fn cacheable(&self, key: Option<String>) -> Option<(&results::ResultCache, String)> {
+        let cache = self.inner.results.get()?;
+        match key {
+            Some(k) => Some((cache, k)),
+            None => {
+                cache.count_uncacheable();
+                None
+            }
+        }
     }
 
     /// Runs a read: on this task within [`INLINE_READ_BUDGET`], else again on a blocking thread.
@@ -736,12 +825,49 @@ impl Store for SqliteStore {
     }
 
     async fn find(&self, query: &FindQuery) -> Result<Vec<Record>, StoreError> {
-        self.find_at(query, DateTime::now()).await
+        let Some((cache, key)) = self.cacheable(results::find_key(query)) else {
+            return self.find_at(query, DateTime::now()).await;
+        };
+        let generation = self.inner.observe()?;
+        let keep = match cache.get(&key, generation) {
+            results::Lookup::Hit(results::Cached::Rows(rows)) => return Ok(rows.as_ref().clone()),
+            results::Lookup::Hit(results::Cached::Count(_)) => false,
+            results::Lookup::Miss { keep } => keep,
+        };
+        let rows = self.find_at(query, DateTime::now()).await?;
+        if keep {
+            cache.insert(
+                key,
+                generation,
+                results::Cached::Rows(Arc::new(rows.clone())),
+            );
+        }
+        Ok(rows)
     }
 
     async fn count(&self, query: &CountQuery) -> Result<u64, StoreError> {
+        let cached = self.cacheable(results::count_key(query));
+        let generation = match &cached {
+            Some((cache, key)) => {
+                let generation = self.inner.observe()?;
+                match cache.get(key, generation) {
+                    results::Lookup::Hit(results::Cached::Count(n)) => return Ok(n),
+                    results::Lookup::Miss { keep: true } => Some(generation),
+                    _ => None,
+                }
+            }
+            None => None,
+        };
         let q = query.clone();
-        self.read(move |c, cat| read::count(c, cat, &q)).await
+        let n = self.read(move |c, cat| read::count(c, cat, &q)).await?;
+        if let (Some((cache, key)), Some(generation)) = (cached, generation) {
+            cache.insert(key, generation, results::Cached::Count(n));
+        }
+        Ok(n)
+    }
+
+    fn result_cache_stats(&self) -> Option<ResultCacheStats> {
+        self.inner.results.get().map(results::ResultCache::stats)
     }
 
     async fn get(&self, entity_type: &str, id: i64) -> Result<Option<Entity>, StoreError> {
