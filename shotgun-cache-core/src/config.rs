@@ -1182,6 +1182,29 @@ mod tests {
         let e =
             load(&format!("{MINIMAL}[syncer]\npage_size = 5001\n"), &[]).expect_err("out of range");
         assert!(e.to_string().contains("`syncer.page_size`"), "{e}");
+        let e = load(
+            &format!("{MINIMAL}[query_server]\nresult_cache_mb = 100000\n"),
+            &[],
+        )
+        .expect_err("out of range");
+        assert!(
+            e.to_string().contains("`query_server.result_cache_mb`")
+                && e.to_string().contains("0..=65536"),
+            "{e}"
+        );
+        let c = load(
+            MINIMAL,
+            &[("SHOTGUN_CACHE_QUERY_SERVER__RESULT_CACHE_MB", "0")],
+        )
+        .expect("0 turns the result cache off");
+        assert_eq!(c.query_server.result_cache_mb, 0);
+        assert_eq!(
+            load(MINIMAL, &[])
+                .expect("default")
+                .query_server
+                .result_cache_mb,
+            64
+        );
         let e = load(MINIMAL, &[("SHOTGUN_CACHE_SYNCER__PAGE_SIZE", "0")])
             .expect_err("env out of range");
         assert!(e.to_string().contains("`syncer.page_size`"), "{e}");

@@ -20,6 +20,7 @@ fn free_port() -> u16 {
 struct Proc {
     child: Child,
     grpc: u16,
+    admin: u16,
 }
 
 fn spawn(fx: &Fixture, n: usize) -> Proc {
@@ -44,7 +45,7 @@ fn spawn(fx: &Fixture, n: usize) -> Proc {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("spawn the query-server binary");
-    Proc { child, grpc }
+    Proc { child, grpc, admin }
 }
 
 async fn client(
@@ -89,15 +90,35 @@ async fn count(
     .count
 }
 
+/// The count of one outcome of the result cache on a server's `/metrics`.
+async fn cache_requests(admin: u16, outcome: &str) -> u64 {
+    let text = reqwest::get(format!("http://127.0.0.1:{admin}/metrics"))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    let prefix = format!("query_result_cache_requests_total{{outcome=\"{outcome}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map_or(0, |v| v.trim().parse::<f64>().expect("a number") as u64)
+}
+
 /// Two processes serve the same file, see the writer's commits, stream them, and stop on SIGTERM.
+/// Their result caches are on (the default): a count repeated until it comes from the cache still
+/// sees the other process's commit at once.
 #[tokio::test]
 async fn two_processes_over_one_sqlite_file() {
     let fx = Fixture::new().await;
     let mut procs = vec![spawn(&fx, 1), spawn(&fx, 2)];
     let mut a = client(procs[0].grpc).await;
     let mut b = client(procs[1].grpc).await;
-    assert_eq!(count(&mut a).await as i64, SHOTS);
-    assert_eq!(count(&mut b).await as i64, SHOTS);
+    for _ in 0..3 {
+        assert_eq!(count(&mut a).await as i64, SHOTS);
+        assert_eq!(count(&mut b).await as i64, SHOTS);
+    }
+    let hits = cache_requests(procs[0].admin, "hit").await;
+    assert!(hits > 0, "repeated counts were served from the cache");
 
     let mut watch = b
         .watch(pb::WatchRequest {
@@ -117,6 +138,11 @@ async fn two_processes_over_one_sqlite_file() {
         .await;
     assert_eq!(count(&mut a).await as i64, SHOTS - 1);
     assert_eq!(count(&mut b).await as i64, SHOTS - 1);
+    assert_eq!(
+        cache_requests(procs[0].admin, "hit").await,
+        hits,
+        "the count after the commit was read from the file"
+    );
     let change = loop {
         let ev = tokio::time::timeout(Duration::from_secs(5), watch.message())
             .await
