@@ -323,14 +323,16 @@ pub fn value_into_pb(v: Value) -> pb::Value {
     pb::Value { kind: Some(kind) }
 }
 
-pub(crate) fn record_to_pb(r: Record) -> pb::Record {
+/// A record on the wire. Records are shared (a result cache's answer is the cache's own list), so
+/// each value is copied once, into the wire type.
+pub(crate) fn record_to_pb(r: &Record) -> pb::Record {
     pb::Record {
-        r#type: r.entity_type,
+        r#type: r.entity_type.clone(),
         id: r.id,
         fields: r
             .fields
-            .into_iter()
-            .map(|(k, v)| (k, value_into_pb(v)))
+            .iter()
+            .map(|(k, v)| (k.clone(), value_into_pb(v.clone())))
             .collect(),
     }
 }

@@ -155,11 +155,7 @@ impl pb::query_service_server::QueryService for GrpcQueryService {
             let p = convert::find_from_pb(req.get_ref())?;
             let page = self.svc.find(&p).await?;
             Ok(pb::FindResponse {
-                records: page
-                    .records
-                    .into_iter()
-                    .map(convert::record_to_pb)
-                    .collect(),
+                records: page.records.iter().map(convert::record_to_pb).collect(),
                 next_cursor: page.next_cursor.unwrap_or_default(),
             })
         })
@@ -174,7 +170,7 @@ impl pb::query_service_server::QueryService for GrpcQueryService {
             let p = convert::find_one_from_pb(req.get_ref())?;
             let page = self.svc.find(&p).await?;
             Ok(pb::FindOneResponse {
-                record: page.records.into_iter().next().map(convert::record_to_pb),
+                record: page.records.first().map(convert::record_to_pb),
             })
         })
         .await

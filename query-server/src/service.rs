@@ -65,7 +65,8 @@ pub struct FindParams {
 /// One page of Find results.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FindPage {
-    pub records: Vec<Record>,
+    /// Shared with the store's result cache when it came from there.
+    pub records: std::sync::Arc<Vec<Record>>,
     /// Set when the page was full (there may be more rows).
     pub next_cursor: Option<String>,
 }
@@ -298,7 +299,7 @@ impl QueryService {
         let (q, limit, hash) = self.plan_find(p)?;
         let _permit = self.permit().await?;
         let started = Instant::now();
-        let records = self.store.find(&q).await;
+        let records = self.store.find_shared(&q).await;
         observe_store("find", started);
         let records = records?;
         let next_cursor = (records.len() as u64 == limit && limit > 0)

@@ -327,6 +327,15 @@ pub trait Store: Send + Sync + 'static {
     /// Finds rows (see `query` for the exact semantics).
     async fn find(&self, query: &FindQuery) -> Result<Vec<Record>, StoreError>;
 
+    /// [`find`](Self::find), answered as a shared list: a backend with a result cache hands out
+    /// its cached answer without copying it.
+    async fn find_shared(
+        &self,
+        query: &FindQuery,
+    ) -> Result<std::sync::Arc<Vec<Record>>, StoreError> {
+        Ok(std::sync::Arc::new(self.find(query).await?))
+    }
+
     /// Counts matching rows.
     async fn count(&self, query: &CountQuery) -> Result<u64, StoreError>;
 

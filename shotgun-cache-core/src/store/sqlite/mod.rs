@@ -825,22 +825,26 @@ impl Store for SqliteStore {
     }
 
     async fn find(&self, query: &FindQuery) -> Result<Vec<Record>, StoreError> {
-        let Some((cache, key)) = self.cacheable(results::find_key(query)) else {
+        if self.inner.results.get().is_none() {
             return self.find_at(query, DateTime::now()).await;
+        }
+        let rows = self.find_shared(query).await?;
+        Ok(Arc::try_unwrap(rows).unwrap_or_else(|shared| shared.as_ref().clone()))
+    }
+
+    async fn find_shared(&self, query: &FindQuery) -> Result<Arc<Vec<Record>>, StoreError> {
+        let Some((cache, key)) = self.cacheable(results::find_key(query)) else {
+            return Ok(Arc::new(self.find_at(query, DateTime::now()).await?));
         };
         let generation = self.inner.observe()?;
         let keep = match cache.get(&key, generation) {
-            results::Lookup::Hit(results::Cached::Rows(rows)) => return Ok(rows.as_ref().clone()),
+            results::Lookup::Hit(results::Cached::Rows(rows)) => return Ok(rows),
             results::Lookup::Hit(results::Cached::Count(_)) => false,
             results::Lookup::Miss { keep } => keep,
         };
-        let rows = self.find_at(query, DateTime::now()).await?;
+        let rows = Arc::new(self.find_at(query, DateTime::now()).await?);
         if keep {
-            cache.insert(
-                key,
-                generation,
-                results::Cached::Rows(Arc::new(rows.clone())),
-            );
+            cache.insert(key, generation, results::Cached::Rows(rows.clone()));
         }
         Ok(rows)
     }
