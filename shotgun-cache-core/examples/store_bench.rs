@@ -310,6 +310,35 @@ async fn main() {
         reads(&store).await;
     }
     writes(&store, &a, &mut rng, now).await;
+    journal_size(&path);
+}
+
+/// The journal's entries and the average size of their entity snapshots (what each journaled
+/// change stores besides the row itself).
+fn journal_size(path: &std::path::Path) {
+    let figures =
+        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .and_then(|c| {
+                c.query_row(
+            "SELECT count(*), avg(length(entity)), sum(typeof(entity) = 'blob') FROM sc_journal",
+            [],
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, Option<f64>>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            },
+        )
+            });
+    match figures {
+        Ok((n, avg, binary)) => println!(
+            "journal: {n} entries, entity snapshots {:.0} bytes on average ({binary} binary, {} JSON from older runs)",
+            avg.unwrap_or(0.0),
+            n - binary
+        ),
+        Err(e) => println!("journal size: cannot read the file: {e}"),
+    }
 }
 
 async fn reads(store: &SqliteStore) {

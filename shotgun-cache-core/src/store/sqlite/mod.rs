@@ -68,6 +68,7 @@ mod compile;
 mod read;
 mod results;
 mod rows;
+mod snapshot;
 mod write;
 
 pub use results::ResultCacheStats;
@@ -1014,6 +1015,70 @@ mod tests {
             store.get("Shot", 7).await.expect("get").map(|e| e.id),
             Some(7)
         );
+    }
+
+    /// Journals written before the binary snapshots hold JSON text: both read back as the entity,
+    /// and a new entry after old ones is binary.
+    #[tokio::test]
+    async fn journal_snapshots_written_as_json_still_read() {
+        use crate::store::conformance::{entity, test_layouts, test_schema};
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(&dir.path().join("s.db")).expect("open");
+        store
+            .prepare(&test_schema(), &test_layouts())
+            .await
+            .expect("prepare");
+        let batch = |id: i64| WriteBatch {
+            writes: vec![crate::store::EntityWrite::Upsert {
+                entity: entity(
+                    "Shot",
+                    id,
+                    &[
+                        ("code", crate::model::Value::Text(format!("sh{id}"))),
+                        (
+                            "sg_due",
+                            crate::model::Value::Date(
+                                crate::model::Date::from_days_since_epoch(20_000).expect("date"),
+                            ),
+                        ),
+                    ],
+                ),
+                floor: 0,
+                event_id: id,
+            }],
+            journal: true,
+            ..WriteBatch::default()
+        };
+        let first = store.commit(batch(1)).await.expect("commit").journal;
+        // Rewrite the first entry's snapshot as the JSON text an older version wrote.
+        let snap = first[0].entity.clone().expect("a snapshot");
+        let text = codec::entity_to_json_string(&snap);
+        store
+            .write(move |c, _| {
+                c.execute("UPDATE sc_journal SET entity = ?1 WHERE seq = 1", [&text])
+                    .map_err(sql_err)?;
+                Ok(((), false))
+            })
+            .await
+            .expect("rewrite as JSON");
+        let second = store.commit(batch(2)).await.expect("commit").journal;
+        let kinds = store
+            .read(|c, _| {
+                let mut s = c
+                    .prepare("SELECT typeof(entity) FROM sc_journal ORDER BY seq")
+                    .map_err(sql_err)?;
+                let v = s
+                    .query_map([], |r| r.get::<_, String>(0))
+                    .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>());
+                v.map_err(sql_err)
+            })
+            .await
+            .expect("kinds");
+        assert_eq!(kinds, ["text", "blob"]);
+        let read = store.journal_after(0, 10).await.expect("journal");
+        assert_eq!(read.len(), 2);
+        assert_eq!(read[0].entity, first[0].entity);
+        assert_eq!(read[1].entity, second[0].entity);
     }
 
     /// The journal is trimmed as a prefix by sequence number: an entry whose time is older than

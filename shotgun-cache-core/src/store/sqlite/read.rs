@@ -18,7 +18,7 @@ use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use serde_json::Value as Json;
 
 use super::catalog::{Catalog, TypeCat};
-use super::codec::{self, JournalRow, Shape};
+use super::codec::{self, JournalRow, Shape, Snapshot};
 use super::compile::Compiler;
 use super::rows::{self, RowSql};
 use super::sql_err;
@@ -626,7 +626,11 @@ pub(crate) fn journal_after(
                     op: r.get(4)?,
                     fields: r.get(5)?,
                     at: r.get(6)?,
-                    entity: r.get(7)?,
+                    entity: match r.get_ref(7)? {
+                        rusqlite::types::ValueRef::Null => None,
+                        rusqlite::types::ValueRef::Blob(b) => Some(Snapshot::Binary(b.to_vec())),
+                        v => Some(Snapshot::Json(v.as_str()?.to_owned())),
+                    },
                 })
             },
         )

@@ -11,6 +11,7 @@ use rusqlite::{Connection, params};
 use super::catalog::{self, Catalog, TypeCat};
 use super::codec::{self, Shape, StoredVersions};
 use super::rows::{self, RowSql, StoredRow};
+use super::snapshot;
 use super::sql_err;
 use crate::model::{DataType, DateTime, Entity, Value};
 use crate::store::guard::{changed_value, display_from, normalize, same_value};
@@ -428,7 +429,7 @@ pub(crate) fn append_journal(
             op.as_str(),
             serde_json::to_string(&fields).unwrap_or_else(|_| "[]".into()),
             at.0,
-            entity.as_ref().map(codec::entity_to_json_string),
+            entity.as_ref().map(snapshot::encode),
         ])
     })
     .map_err(sql_err)?;
