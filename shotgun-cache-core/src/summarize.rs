@@ -11,7 +11,7 @@
 //! - `summaries` is keyed by field; a second summary on the same field replaces the first (last wins).
 //! - `record_count`: matching rows. `count`: rows whose value is not empty (null, `[]`).
 //! - `sum`: numeric fields, nulls skipped, `0` over no value; integer fields sum to an integer.
-//! - `maximum`/`minimum`: numeric fields, null over no value. `average`: a float, null over no value.
+//! - `maximum`/`minimum`: numeric fields, null over no value; of equal values (`0.0` and `-0.0`) the first row's. `average`: a float, null over no value.
 //! - `earliest`/`latest`: date and date_time fields, in Shotgun's string forms, null over no value.
 //! - `checked`/`unchecked`: checkbox fields, the number of rows with `true`/`false`.
 //! - Not answered: `percentage` (its value argument has no verified wire shape) and
@@ -454,9 +454,9 @@ fn compute(
             SummaryType::Maximum | SummaryType::Minimum => {
                 let vals: Vec<f64> = rows.iter().filter_map(|r| num(r, f)).collect();
                 let m = if s.kind == SummaryType::Maximum {
-                    vals.iter().copied().reduce(f64::max)
+                    vals.iter().copied().reduce(float_max)
                 } else {
-                    vals.iter().copied().reduce(f64::min)
+                    vals.iter().copied().reduce(float_min)
                 };
                 m.map(Value::Float).unwrap_or(Value::Null)
             }
@@ -721,8 +721,8 @@ impl Node {
                     if let Some(v) = num(r, f) {
                         *m = Some(match (*m, s.kind) {
                             (None, _) => v,
-                            (Some(a), SummaryType::Maximum) => f64::max(a, v),
-                            (Some(a), _) => f64::min(a, v),
+                            (Some(a), SummaryType::Maximum) => float_max(a, v),
+                            (Some(a), _) => float_min(a, v),
                         });
                     }
                 }
@@ -942,3 +942,15 @@ pub fn needed_fields(req: &SummarizeRequest) -> Vec<String> {
 
 #[cfg(test)]
 mod tests;
+
+/// The larger of two floats, the first of equal ones (so of `0.0` and `-0.0` the one seen first),
+/// and the other one when one is NaN. `f64::max` may return either zero, and which one depended on
+/// how the call was compiled: a debug and a release build of the same summary disagreed.
+fn float_max(a: f64, b: f64) -> f64 {
+    if b > a || a.is_nan() { b } else { a }
+}
+
+/// The smaller of two floats; as [`float_max`].
+fn float_min(a: f64, b: f64) -> f64 {
+    if b < a || a.is_nan() { b } else { a }
+}

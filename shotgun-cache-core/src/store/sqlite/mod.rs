@@ -440,6 +440,19 @@ impl Inner {
         self.with_reader_hooked(f, |_: &mut Connection| Ok(()))
     }
 
+    /// A read connection from the pool, or a new one when none is idle.
+    fn take_reader(&self) -> Result<Reader, StoreError> {
+        let pooled = self
+            .readers
+            .lock()
+            .map_err(|_| StoreError::Internal("reader pool lock poisoned".into()))?
+            .pop();
+        match pooled {
+            Some(r) => Ok(r),
+            None => Reader::open(&self.path),
+        }
+    }
+
     /// Runs `f` in a read transaction on a pooled connection; `hook` is called on the connection
     /// first (to install a progress handler), which is removed again before the connection goes
     /// back to the pool.
@@ -448,15 +461,7 @@ impl Inner {
         f: impl FnOnce(&Connection, &Catalog) -> Result<R, StoreError>,
         hook: impl FnOnce(&mut Connection) -> rusqlite::Result<()>,
     ) -> Result<R, StoreError> {
-        let pooled = self
-            .readers
-            .lock()
-            .map_err(|_| StoreError::Internal("reader pool lock poisoned".into()))?
-            .pop();
-        let mut reader = match pooled {
-            Some(r) => r,
-            None => Reader::open(&self.path)?,
-        };
+        let mut reader = self.take_reader()?;
         let conn = &mut reader.conn;
         hook(conn).map_err(sql_err)?;
         // The read transaction's BEGIN and COMMIT are cached statements: `Connection::transaction`
@@ -498,15 +503,7 @@ impl Inner {
     /// connection last looked, moves the data generation if so (or if the connection is new), and
     /// returns the generation. See `results` for why this makes cached answers exact.
     fn observe(&self) -> Result<u64, StoreError> {
-        let pooled = self
-            .readers
-            .lock()
-            .map_err(|_| StoreError::Internal("reader pool lock poisoned".into()))?
-            .pop();
-        let mut reader = match pooled {
-            Some(r) => r,
-            None => Reader::open(&self.path)?,
-        };
+        let mut reader = self.take_reader()?;
         // In autocommit mode the pragma is a read transaction of its own, which is what refreshes
         // the connection's view of the WAL.
         let version: i64 = reader
