@@ -18,7 +18,7 @@
 //!   project link (project-scoped status filters are the most common Shotgun query).
 //! - Bookkeeping tables: `sc_meta` (catalog generation, site schema), `sc_types` (layouts and table
 //!   generations, see `catalog`), `sc_type_state`, `sc_state`, and the journal `sc_journal(seq INTEGER
-//!   PRIMARY KEY AUTOINCREMENT, ...)` with the entity snapshot as JSON.
+//!   PRIMARY KEY AUTOINCREMENT, ...)` with the entity snapshot in the compact binary form of `snapshot` (JSON text in journals written before it, still read).
 //! - Staging is a newer table generation; `promote_staging` repoints the catalog in one transaction
 //!   (see `catalog`).
 //!

@@ -131,15 +131,20 @@ impl ResultCache {
         }
     }
 
-    /// Moves the cache to `generation` when that is newer, dropping every older entry.
-    fn sync(state: &mut State, generation: u64) {
-        if generation > state.generation {
-            state.stats.invalidations += state.entries.len() as u64;
-            state.entries.clear();
-            state.missed_once.clear();
-            state.stats.bytes = 0;
-            state.generation = generation;
+    /// Moves the cache to `generation` when that is newer. The older entries are handed back, to
+    /// be dropped with [`drop_later`] once the lock is released.
+    fn sync(state: &mut State, generation: u64) -> Option<LruCache<String, (Cached, usize)>> {
+        if generation <= state.generation {
+            return None;
         }
+        state.stats.invalidations += state.entries.len() as u64;
+        state.missed_once.clear();
+        state.stats.bytes = 0;
+        state.generation = generation;
+        Some(std::mem::replace(
+            &mut state.entries,
+            LruCache::new_unbounded(),
+        ))
     }
 
     /// The answer for `key` read at `generation`, if there is one, and else whether to keep the
@@ -148,7 +153,14 @@ impl ResultCache {
         let Ok(mut state) = self.state.lock() else {
             return Lookup::Miss { keep: false };
         };
-        Self::sync(&mut state, generation);
+        if let Some(old) = Self::sync(&mut state, generation) {
+            drop(state);
+            drop_later(old);
+            state = match self.state.lock() {
+                Ok(s) => s,
+                Err(_) => return Lookup::Miss { keep: false },
+            };
+        }
         if state.generation != generation {
             state.stats.misses += 1;
             return Lookup::Miss { keep: false };
@@ -182,7 +194,14 @@ impl ResultCache {
         let Ok(mut state) = self.state.lock() else {
             return;
         };
-        Self::sync(&mut state, generation);
+        if let Some(old) = Self::sync(&mut state, generation) {
+            drop(state);
+            drop_later(old);
+            state = match self.state.lock() {
+                Ok(s) => s,
+                Err(_) => return,
+            };
+        }
         if state.generation != generation {
             return;
         }
@@ -209,6 +228,21 @@ impl ResultCache {
                 ..s.stats
             },
         )
+    }
+}
+
+/// Drops a generation's worth of dropped entries off the request path when a runtime is at hand:
+/// freeing a full cache (tens of thousands of records) took milliseconds, which the one request
+/// that saw the new generation first would otherwise wait for.
+fn drop_later(old: LruCache<String, (Cached, usize)>) {
+    if old.is_empty() {
+        return;
+    }
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) => {
+            rt.spawn_blocking(move || drop(old));
+        }
+        Err(_) => drop(old),
     }
 }
 
