@@ -231,9 +231,9 @@ impl ResultCache {
     }
 }
 
-/// Drops a generation's worth of dropped entries off the request path when a runtime is at hand:
-/// freeing a full cache (tens of thousands of records) took milliseconds, which the one request
-/// that saw the new generation first would otherwise wait for.
+/// Frees a past generation's entries off the request path when a runtime is at hand: a full
+/// cache is tens of thousands of records (milliseconds of freeing, by estimate), which the one
+/// request that saw the new generation first would otherwise wait for.
 fn drop_later(old: LruCache<String, (Cached, usize)>) {
     if old.is_empty() {
         return;
