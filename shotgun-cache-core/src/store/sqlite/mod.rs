@@ -502,15 +502,23 @@ impl Inner {
     /// Observes on a pooled connection whether another connection committed since that
     /// connection last looked, moves the data generation if so (or if the connection is new), and
     /// returns the generation. See `results` for why this makes cached answers exact.
+    ///
+    /// It runs on the calling (async) task, so a locked file makes it give up within
+    /// [`INLINE_READ_BUDGET`] instead of waiting out the busy timeout there; the caller then reads
+    /// without the cache, on the path that waits on a blocking thread.
     fn observe(&self) -> Result<u64, StoreError> {
         let mut reader = self.take_reader()?;
         // In autocommit mode the pragma is a read transaction of its own, which is what refreshes
         // the connection's view of the WAL.
-        let version: i64 = reader
-            .conn
-            .prepare_cached("PRAGMA data_version")
-            .and_then(|mut s| s.query_row([], |r| r.get(0)))
-            .map_err(sql_err)?;
+        let version = reader.conn.busy_timeout(INLINE_READ_BUDGET).and_then(|()| {
+            reader
+                .conn
+                .prepare_cached("PRAGMA data_version")
+                .and_then(|mut s| s.query_row([], |r| r.get::<_, i64>(0)))
+        });
+        let restored = reader.conn.busy_timeout(BUSY_TIMEOUT);
+        let version = version.map_err(sql_err)?;
+        restored.map_err(sql_err)?;
         if reader.seen_version != Some(version) {
             self.generation.advance();
             reader.seen_version = Some(version);
@@ -834,7 +842,9 @@ impl Store for SqliteStore {
         let Some((cache, key)) = self.cacheable(results::find_key(query)) else {
             return Ok(Arc::new(self.find_at(query, DateTime::now()).await?));
         };
-        let generation = self.inner.observe()?;
+        let Ok(generation) = self.inner.observe() else {
+            return Ok(Arc::new(self.find_at(query, DateTime::now()).await?));
+        };
         let keep = match cache.get(&key, generation) {
             results::Lookup::Hit(results::Cached::Rows(rows)) => return Ok(rows),
             results::Lookup::Hit(results::Cached::Count(_)) => false,
@@ -851,7 +861,11 @@ impl Store for SqliteStore {
         let cached = self.cacheable(results::count_key(query));
         let generation = match &cached {
             Some((cache, key)) => {
-                let generation = self.inner.observe()?;
+                // A locked file: read without the cache (see `observe`).
+                let Ok(generation) = self.inner.observe() else {
+                    let q = query.clone();
+                    return self.read(move |c, cat| read::count(c, cat, &q)).await;
+                };
                 match cache.get(key, generation) {
                     results::Lookup::Hit(results::Cached::Count(n)) => return Ok(n),
                     results::Lookup::Miss { keep: true } => Some(generation),
