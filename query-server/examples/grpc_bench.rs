@@ -1206,6 +1206,10 @@ async fn bench(
     // response in full, then decoding only each response's record framing (see `Decode`).
     let load_clients =
         std::env::var("BENCH_LOAD_CLIENTS").unwrap_or_else(|_| "full,framing,raw".into());
+    let addr: std::net::SocketAddr = url
+        .trim_start_matches("http://")
+        .parse()
+        .map_err(|e| anyhow::anyhow!("the server address in {url}: {e}"))?;
     let mut runs = Vec::new();
     for c in load_clients
         .split(',')
@@ -1221,16 +1225,10 @@ async fn bench(
                 throughput(url, pid, t, secs, Decode::Framing).await?,
                 "framing decode",
             ),
-            "raw" => {
-                let addr = url
-                    .trim_start_matches("http://")
-                    .parse()
-                    .map_err(|e| anyhow::anyhow!("the server address in {url}: {e}"))?;
-                (
-                    throughput_raw_h2(addr, pid, t, secs).await?,
-                    "raw HTTP/2 client",
-                )
-            }
+            "raw" => (
+                throughput_raw_h2(addr, pid, t, secs).await?,
+                "raw HTTP/2 client",
+            ),
             other => anyhow::bail!(
                 "BENCH_LOAD_CLIENTS: unknown load client {other:?} (full, framing, raw)"
             ),
@@ -1278,10 +1276,6 @@ async fn bench(
                 anyhow::Ok(k)
             })
         };
-        let addr = url
-            .trim_start_matches("http://")
-            .parse()
-            .map_err(|e| anyhow::anyhow!("the server address in {url}: {e}"))?;
         let run = throughput_raw_h2(addr, pid, t, secs).await;
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let commits = writer.await??;

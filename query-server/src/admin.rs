@@ -9,8 +9,7 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use shotgun_cache_core::store::Store;
-use shotgun_cache_core::store::sqlite::ResultCacheStats;
+use shotgun_cache_core::store::{ResultCacheStats, Store};
 
 use crate::catalog::Catalog;
 

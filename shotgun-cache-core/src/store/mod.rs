@@ -282,6 +282,27 @@ pub struct CountQuery {
 }
 
 /// The store trait. Every method may be called concurrently from many tasks.
+/// What the result cache counted since the store was opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ResultCacheStats {
+    /// Answers served from the cache.
+    pub hits: u64,
+    /// Cacheable requests read from the store.
+    pub misses: u64,
+    /// Requests that cannot be cached (their filter depends on the current time).
+    pub uncacheable: u64,
+    /// Entries evicted to stay within the budget.
+    pub evictions: u64,
+    /// Entries dropped because the data changed.
+    pub invalidations: u64,
+    /// Entries held now.
+    pub entries: u64,
+    /// Their estimated size in bytes.
+    pub bytes: u64,
+    /// The size bound.
+    pub budget_bytes: u64,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// A cheap round trip, for health checks.
@@ -289,7 +310,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// What the result cache counted, when the backend has one and it is enabled (see
     /// [`sqlite::SqliteStore::enable_result_cache`]).
-    fn result_cache_stats(&self) -> Option<sqlite::ResultCacheStats> {
+    fn result_cache_stats(&self) -> Option<ResultCacheStats> {
         None
     }
 

@@ -71,8 +71,6 @@ mod rows;
 mod snapshot;
 mod write;
 
-pub use results::ResultCacheStats;
-
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, RwLock};
@@ -86,7 +84,8 @@ use serde_json::Value as Json;
 
 use self::catalog::Catalog;
 use super::{
-    CommitResult, CountQuery, JournalEntry, Store, StoreError, TypeLayout, TypeState, WriteBatch,
+    CommitResult, CountQuery, JournalEntry, ResultCacheStats, Store, StoreError, TypeLayout,
+    TypeState, WriteBatch,
 };
 use crate::filter::eval::{ci_contains, ci_ends_with, ci_eq, ci_starts_with, fold, json_contains};
 use crate::model::{DateTime, Entity, SiteSchema};
@@ -858,25 +857,24 @@ impl Store for SqliteStore {
     }
 
     async fn count(&self, query: &CountQuery) -> Result<u64, StoreError> {
-        let cached = self.cacheable(results::count_key(query));
-        let generation = match &cached {
-            Some((cache, key)) => {
-                // A locked file: read without the cache (see `observe`).
-                let Ok(generation) = self.inner.observe() else {
-                    let q = query.clone();
-                    return self.read(move |c, cat| read::count(c, cat, &q)).await;
-                };
-                match cache.get(key, generation) {
-                    results::Lookup::Hit(results::Cached::Count(n)) => return Ok(n),
-                    results::Lookup::Miss { keep: true } => Some(generation),
-                    _ => None,
-                }
-            }
-            None => None,
+        let read = || {
+            let q = query.clone();
+            self.read(move |c, cat| read::count(c, cat, &q))
         };
-        let q = query.clone();
-        let n = self.read(move |c, cat| read::count(c, cat, &q)).await?;
-        if let (Some((cache, key)), Some(generation)) = (cached, generation) {
+        let Some((cache, key)) = self.cacheable(results::count_key(query)) else {
+            return read().await;
+        };
+        // A locked file: read without the cache (see `observe`).
+        let Ok(generation) = self.inner.observe() else {
+            return read().await;
+        };
+        let keep = match cache.get(&key, generation) {
+            results::Lookup::Hit(results::Cached::Count(n)) => return Ok(n),
+            results::Lookup::Hit(results::Cached::Rows(_)) => false,
+            results::Lookup::Miss { keep } => keep,
+        };
+        let n = read().await?;
+        if keep {
             cache.insert(key, generation, results::Cached::Count(n));
         }
         Ok(n)

@@ -42,7 +42,7 @@ use hashlink::LruCache;
 use crate::filter::{Filter, Operator};
 use crate::model::Value;
 use crate::query::{FindQuery, Record};
-use crate::store::CountQuery;
+use crate::store::{CountQuery, ResultCacheStats};
 
 /// The data generation of one store (see the module docs).
 #[derive(Debug, Default)]
@@ -57,27 +57,6 @@ impl Generation {
     pub(crate) fn advance(&self) {
         self.0.fetch_add(1, Ordering::SeqCst);
     }
-}
-
-/// What the result cache counted since the store was opened.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ResultCacheStats {
-    /// Answers served from the cache.
-    pub hits: u64,
-    /// Cacheable requests read from the store.
-    pub misses: u64,
-    /// Requests that cannot be cached (their filter depends on the current time).
-    pub uncacheable: u64,
-    /// Entries evicted to stay within the budget.
-    pub evictions: u64,
-    /// Entries dropped because the data changed.
-    pub invalidations: u64,
-    /// Entries held now.
-    pub entries: u64,
-    /// Their estimated size in bytes.
-    pub bytes: u64,
-    /// The size bound.
-    pub budget_bytes: u64,
 }
 
 #[derive(Clone)]
@@ -147,35 +126,41 @@ impl ResultCache {
         ))
     }
 
+    /// Runs `f` on the state moved to `generation` (when that is newer) and frees the entries of
+    /// a past generation after the lock is released; `None` when the lock is poisoned.
+    fn with_state<R>(&self, generation: u64, f: impl FnOnce(&mut State) -> R) -> Option<R> {
+        let (r, old) = {
+            let mut state = self.state.lock().ok()?;
+            let old = Self::sync(&mut state, generation);
+            (f(&mut state), old)
+        };
+        if let Some(old) = old {
+            drop_later(old);
+        }
+        Some(r)
+    }
+
     /// The answer for `key` read at `generation`, if there is one, and else whether to keep the
     /// answer about to be read.
     pub(crate) fn get(&self, key: &str, generation: u64) -> Lookup {
-        let Ok(mut state) = self.state.lock() else {
-            return Lookup::Miss { keep: false };
-        };
-        if let Some(old) = Self::sync(&mut state, generation) {
-            drop(state);
-            drop_later(old);
-            state = match self.state.lock() {
-                Ok(s) => s,
-                Err(_) => return Lookup::Miss { keep: false },
-            };
-        }
-        if state.generation != generation {
+        self.with_state(generation, |state| {
+            let current = state.generation == generation;
+            if let Some((c, _)) = state.entries.get(key).filter(|_| current) {
+                let c = c.clone();
+                state.stats.hits += 1;
+                return Lookup::Hit(c);
+            }
             state.stats.misses += 1;
-            return Lookup::Miss { keep: false };
-        }
-        if let Some((c, _)) = state.entries.get(key) {
-            let c = c.clone();
-            state.stats.hits += 1;
-            return Lookup::Hit(c);
-        }
-        state.stats.misses += 1;
-        if state.missed_once.len() >= MAX_MISSED_ONCE {
-            state.missed_once.clear();
-        }
-        let first = state.missed_once.insert(self.hasher.hash_one(key));
-        Lookup::Miss { keep: !first }
+            if !current {
+                return Lookup::Miss { keep: false };
+            }
+            if state.missed_once.len() >= MAX_MISSED_ONCE {
+                state.missed_once.clear();
+            }
+            let first = state.missed_once.insert(self.hasher.hash_one(key));
+            Lookup::Miss { keep: !first }
+        })
+        .unwrap_or(Lookup::Miss { keep: false })
     }
 
     pub(crate) fn count_uncacheable(&self) {
@@ -191,33 +176,24 @@ impl ResultCache {
         if size > self.budget / 4 {
             return;
         }
-        let Ok(mut state) = self.state.lock() else {
-            return;
-        };
-        if let Some(old) = Self::sync(&mut state, generation) {
-            drop(state);
-            drop_later(old);
-            state = match self.state.lock() {
-                Ok(s) => s,
-                Err(_) => return,
-            };
-        }
-        if state.generation != generation {
-            return;
-        }
-        if let Some((_, old)) = state.entries.insert(key, (value, size)) {
-            state.stats.bytes -= old as u64;
-        }
-        state.stats.bytes += size as u64;
-        while state.stats.bytes > self.budget as u64 {
-            match state.entries.remove_lru() {
-                Some((_, (_, s))) => {
-                    state.stats.bytes -= s as u64;
-                    state.stats.evictions += 1;
-                }
-                None => break,
+        self.with_state(generation, |state| {
+            if state.generation != generation {
+                return;
             }
-        }
+            if let Some((_, old)) = state.entries.insert(key, (value, size)) {
+                state.stats.bytes -= old as u64;
+            }
+            state.stats.bytes += size as u64;
+            while state.stats.bytes > self.budget as u64 {
+                match state.entries.remove_lru() {
+                    Some((_, (_, s))) => {
+                        state.stats.bytes -= s as u64;
+                        state.stats.evictions += 1;
+                    }
+                    None => break,
+                }
+            }
+        });
     }
 
     pub(crate) fn stats(&self) -> ResultCacheStats {
