@@ -21,9 +21,11 @@ struct Proc {
     child: Child,
     grpc: u16,
     admin: u16,
+    /// The child's stderr (JSON log lines).
+    log: std::path::PathBuf,
 }
 
-fn spawn(fx: &Fixture, n: usize) -> Proc {
+fn spawn(fx: &Fixture, n: usize, attempt: usize) -> Proc {
     let (grpc, admin, http) = (free_port(), free_port(), free_port());
     let cfg = fx.dir.path().join(format!("qs{n}.toml"));
     std::fs::write(
@@ -36,27 +38,61 @@ fn spawn(fx: &Fixture, n: usize) -> Proc {
         ),
     )
     .expect("write config");
+    let log = fx.dir.path().join(format!("qs{n}-{attempt}.log"));
     let child = Command::new(env!("CARGO_BIN_EXE_shotgun-cache-query-server"))
         .arg("--config")
         .arg(&cfg)
         .env("SHOTGUN_CACHE_LOG_FORMAT", "json")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
+        .stderr(std::fs::File::create(&log).expect("create the server's log file"))
         .spawn()
         .expect("spawn the query-server binary");
-    Proc { child, grpc, admin }
+    Proc {
+        child,
+        grpc,
+        admin,
+        log,
+    }
 }
 
-async fn client(
-    port: u16,
-) -> pb::query_service_client::QueryServiceClient<tonic::transport::Channel> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+type Client = pb::query_service_client::QueryServiceClient<tonic::transport::Channel>;
+
+/// Starts query-server `n` and waits until it answers a Count.
+///
+/// The ports are picked free and then released, so another test's socket can take one before
+/// the child binds it: a child that exits on a bind error is started again on new ports.
+/// Any other early exit, or no answer within 60 s, fails with the child's log.
+async fn start(fx: &Fixture, n: usize) -> (Proc, Client) {
+    for attempt in 0..5 {
+        let mut p = spawn(fx, n, attempt);
+        match answering(&mut p).await {
+            Ok(c) => return (p, c),
+            Err(exit) => {
+                let log = std::fs::read_to_string(&p.log).unwrap_or_default();
+                assert!(
+                    log.contains("bind query_server."),
+                    "query-server {n} {exit}; its log:\n{log}"
+                );
+                eprintln!("query-server {n} could not bind a picked port, retrying: {log}");
+            }
+        }
+    }
+    panic!("query-server {n} could not bind free ports in 5 attempts");
+}
+
+/// Waits until the child answers a Count; `Err` if it exits first.
+async fn answering(p: &mut Proc) -> Result<Client, String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        if let Ok(ch) = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}"))
-            .expect("url")
-            .connect()
-            .await
+        if let Some(st) = p.child.try_wait().expect("wait") {
+            return Err(format!("exited before answering ({st})"));
+        }
+        if let Ok(ch) =
+            tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{}", p.grpc))
+                .expect("url")
+                .connect()
+                .await
         {
             let mut c = pb::query_service_client::QueryServiceClient::new(ch);
             if c.count(pb::CountRequest {
@@ -66,20 +102,22 @@ async fn client(
             .await
             .is_ok()
             {
-                return c;
+                return Ok(c);
             }
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "query-server on port {port} never answered"
-        );
+        if tokio::time::Instant::now() >= deadline {
+            let _ = p.child.kill();
+            let log = std::fs::read_to_string(&p.log).unwrap_or_default();
+            panic!(
+                "query-server on port {} never answered in 60 s; its log:\n{log}",
+                p.grpc
+            );
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
-async fn count(
-    c: &mut pb::query_service_client::QueryServiceClient<tonic::transport::Channel>,
-) -> u64 {
+async fn count(c: &mut Client) -> u64 {
     c.count(pb::CountRequest {
         entity_type: "Shot".into(),
         ..Default::default()
@@ -110,9 +148,8 @@ async fn cache_requests(admin: u16, outcome: &str) -> u64 {
 #[tokio::test]
 async fn two_processes_over_one_sqlite_file() {
     let fx = Fixture::new().await;
-    let mut procs = vec![spawn(&fx, 1), spawn(&fx, 2)];
-    let mut a = client(procs[0].grpc).await;
-    let mut b = client(procs[1].grpc).await;
+    let ((p1, mut a), (p2, mut b)) = (start(&fx, 1).await, start(&fx, 2).await);
+    let mut procs = vec![p1, p2];
     for _ in 0..3 {
         assert_eq!(count(&mut a).await as i64, SHOTS);
         assert_eq!(count(&mut b).await as i64, SHOTS);
