@@ -9,12 +9,13 @@ use shotgun_cache_proto::v1 as pb;
 
 use crate::support::*;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+/// Three distinct free ports: all three are held until each is picked, then released.
+fn free_ports() -> (u16, u16, u16) {
+    let l: Vec<_> = (0..3)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
+        .collect();
+    let port = |i: usize| l[i].local_addr().expect("addr").port();
+    (port(0), port(1), port(2))
 }
 
 struct Proc {
@@ -26,7 +27,7 @@ struct Proc {
 }
 
 fn spawn(fx: &Fixture, n: usize, attempt: usize) -> Proc {
-    let (grpc, admin, http) = (free_port(), free_port(), free_port());
+    let (grpc, admin, http) = free_ports();
     let cfg = fx.dir.path().join(format!("qs{n}.toml"));
     std::fs::write(
         &cfg,
