@@ -22,6 +22,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Maps (a record's fields, summaries) as BTreeMap: the wire order is the key order, the
         // same answer always encodes to the same bytes, and no per-call SipHash of every key.
         .btree_map(".")
+        // Written by hand (src/find_response.rs) so a server can send records it encoded before.
+        .extern_path(
+            ".shotgun_cache.v1.FindResponse",
+            "crate::find_response::FindResponse",
+        )
         .build_client(true)
         .build_server(true)
         .compile_fds(fds)?;

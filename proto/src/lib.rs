@@ -11,6 +11,7 @@
 //! Wire types stop at each service's gRPC adapter; the services convert them to domain types.
 
 pub mod auth;
+mod find_response;
 
 pub use prost_types;
 pub use tonic;
@@ -19,6 +20,7 @@ pub use tonic;
 pub mod v1 {
     #![allow(clippy::all, unreachable_pub, missing_docs)]
     tonic::include_proto!("shotgun_cache.v1");
+    pub use crate::find_response::FindResponse;
 }
 
 /// The encoded `FileDescriptorSet` of every `.proto` file (with its imports), for server reflection.

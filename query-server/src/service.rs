@@ -16,8 +16,8 @@ use base64::Engine;
 use sha2::Digest;
 use shotgun_cache_core::filter::{Filter, RawFilter, validate, validate_path};
 use shotgun_cache_core::model::{DateTime, EntitySchema};
-use shotgun_cache_core::query::{Direction, FindQuery, Record, Sort};
-use shotgun_cache_core::store::{CountQuery, JournalEntry, Store, TypeState};
+use shotgun_cache_core::query::{Direction, FindQuery, Sort};
+use shotgun_cache_core::store::{CountQuery, FoundRows, JournalEntry, Store, TypeState};
 
 use crate::catalog::{Catalog, CatalogSnapshot};
 use crate::error::{QueryError, invalid};
@@ -66,7 +66,7 @@ pub struct FindParams {
 #[derive(Debug, Clone, PartialEq)]
 pub struct FindPage {
     /// Shared with the store's result cache when it came from there.
-    pub records: std::sync::Arc<Vec<Record>>,
+    pub records: std::sync::Arc<FoundRows>,
     /// Set when the page was full (there may be more rows).
     pub next_cursor: Option<String>,
 }

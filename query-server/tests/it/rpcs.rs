@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use shotgun_cache_core::store::{EntityWrite, TypePhase, TypeState};
+use shotgun_cache_core::model::Value;
+use shotgun_cache_core::store::{EntityWrite, FieldChange, Store, TypePhase, TypeState};
 use shotgun_cache_proto::v1 as pb;
 use tonic::Code;
 
@@ -157,6 +158,87 @@ async fn groups_and_typed_values() {
         .into_inner();
     assert_eq!(r.count as usize, shots_where(|i| i % 28 == 2).len());
     srv.stop().await;
+}
+
+/// A server whose store has a result cache answers exactly as one without: the same records, values
+/// of every type, deep-link fields and cursors, on a miss, on the miss that keeps the answer, on
+/// hits (which send the records' encoding kept from the first time), and after a commit.
+#[tokio::test]
+async fn cached_finds_answer_as_uncached_ones() {
+    let fx = Fixture::new().await;
+    let plain = Server::start(&fx).await;
+    let (cached, store) = Server::start_cached(&fx, 16).await;
+    let (mut p, mut c) = (plain.client().await, cached.client().await);
+    let fields = [
+        "code",
+        "sg_status_list",
+        "sg_sequence",
+        "assets",
+        "project",
+        "sg_cut_in",
+        "sg_rate",
+        "sg_due",
+        "updated_at",
+        "sg_flag",
+        "sg_sequence.Sequence.code",
+        "assets.Asset.code",
+    ];
+    let requests = [
+        pb::FindRequest {
+            limit: 30,
+            ..find("Shot", None, &fields)
+        },
+        pb::FindRequest {
+            limit: 30,
+            page: 2,
+            ..find("Shot", None, &fields)
+        },
+        find(
+            "Shot",
+            Some(cond("sg_status_list", pb::Operator::Is, vec![s("wtg")])),
+            &fields,
+        ),
+    ];
+    let mut asked = 0;
+    for round in 0..2 {
+        for req in &requests {
+            let want = p
+                .find(req.clone())
+                .await
+                .expect("uncached find")
+                .into_inner();
+            assert!(!want.records.is_empty());
+            assert!(want.records.iter().all(|r| r.fields.len() >= 10));
+            for n in 0..4 {
+                let got = c.find(req.clone()).await.expect("cached find").into_inner();
+                assert_eq!(got, want, "round {round}, request {req:?}, repeat {n}");
+                asked += 1;
+            }
+        }
+        if round == 0 {
+            // Shot 2 is in the first answer and the third (status "wtg"), not in the second.
+            fx.journaled(vec![Fixture::patch(
+                2,
+                900,
+                vec![FieldChange::Set(
+                    "code".into(),
+                    Value::Text("renamed".into()),
+                )],
+            )])
+            .await;
+        }
+    }
+    let stats = store.result_cache_stats().expect("the cache is on");
+    assert_eq!(
+        (stats.hits, stats.misses),
+        (
+            (asked - 2 * 2 * requests.len()) as u64,
+            (2 * 2 * requests.len()) as u64
+        ),
+        "two misses per answer (the second keeps it), then hits"
+    );
+    plain.stop().await;
+    cached.stop().await;
 }
 
 /// Long `in` lists and wide groups (a script asking for thousands of shots by id) are answered, not

@@ -281,7 +281,6 @@ pub struct CountQuery {
     pub now: DateTime,
 }
 
-/// The store trait. Every method may be called concurrently from many tasks.
 /// What the result cache counted since the store was opened.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ResultCacheStats {
@@ -303,6 +302,56 @@ pub struct ResultCacheStats {
     pub budget_bytes: u64,
 }
 
+/// A find's answer as [`Store::find_shared`] hands it out, shared with the backend's result cache
+/// when it came from there (it derefs to the records).
+///
+/// It has one slot for the serving layer: the query-server keeps the records' protobuf encoding
+/// there ([`FoundRows::wire`]), so an answer served from the cache again and again is converted and
+/// encoded once. The result cache charges a cached answer for that encoding up front.
+#[derive(Debug, Default)]
+pub struct FoundRows {
+    records: Vec<Record>,
+    wire: std::sync::OnceLock<bytes::Bytes>,
+}
+
+impl FoundRows {
+    pub fn new(records: Vec<Record>) -> FoundRows {
+        FoundRows {
+            records,
+            wire: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The records' encoding for the query-server's gRPC `Find` (`FindResponse` field-1 entries):
+    /// made by `encode` on the first call, then the same bytes (a reference-counted copy).
+    pub fn wire(&self, encode: impl FnOnce(&[Record]) -> bytes::Bytes) -> bytes::Bytes {
+        self.wire.get_or_init(|| encode(&self.records)).clone()
+    }
+
+    /// The records, without a copy when nothing else shares them.
+    pub fn into_records(self: std::sync::Arc<Self>) -> Vec<Record> {
+        match std::sync::Arc::try_unwrap(self) {
+            Ok(rows) => rows.records,
+            Err(shared) => shared.records.clone(),
+        }
+    }
+}
+
+impl std::ops::Deref for FoundRows {
+    type Target = [Record];
+    fn deref(&self) -> &[Record] {
+        &self.records
+    }
+}
+
+impl PartialEq for FoundRows {
+    /// Equal records (the encoding is derived from them).
+    fn eq(&self, other: &FoundRows) -> bool {
+        self.records == other.records
+    }
+}
+
+/// The store trait. Every method may be called concurrently from many tasks.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// A cheap round trip, for health checks.
@@ -353,8 +402,8 @@ pub trait Store: Send + Sync + 'static {
     async fn find_shared(
         &self,
         query: &FindQuery,
-    ) -> Result<std::sync::Arc<Vec<Record>>, StoreError> {
-        Ok(std::sync::Arc::new(self.find(query).await?))
+    ) -> Result<std::sync::Arc<FoundRows>, StoreError> {
+        Ok(std::sync::Arc::new(FoundRows::new(self.find(query).await?)))
     }
 
     /// Counts matching rows.

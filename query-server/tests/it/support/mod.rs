@@ -364,10 +364,24 @@ impl Server {
 
     /// Starts without waiting for SERVING (for TLS servers, which the plain health probe cannot reach).
     pub async fn start_unchecked(fx: &Fixture, config: Config, opts: ServerOptions) -> Server {
+        Self::start_on(fx.store.clone(), config, opts).await
+    }
+
+    /// Starts on the fixture's file through a store handle of its own with a result cache of
+    /// `mib` MiB, as `run` opens it (the fixture's handle has none), and waits for SERVING.
+    pub async fn start_cached(fx: &Fixture, mib: usize) -> (Server, Arc<SqliteStore>) {
+        let store = SqliteStore::open(&fx.path).expect("open a second handle on the fixture");
+        store.enable_result_cache(mib << 20);
+        let store = Arc::new(store);
+        let s = Self::start_on(store.clone(), config(&fx.path, "", &[]), fast_options()).await;
+        s.wait_serving().await;
+        (s, store)
+    }
+
+    async fn start_on(store: Arc<dyn Store>, config: Config, opts: ServerOptions) -> Server {
         let listeners = Listeners::bind_local().await.expect("bind");
         let (grpc, admin, http) = listeners.addrs().expect("addrs");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let store = fx.store.clone();
         let task = tokio::spawn(run_with(
             config,
             store,

@@ -84,8 +84,8 @@ use serde_json::Value as Json;
 
 use self::catalog::Catalog;
 use super::{
-    CommitResult, CountQuery, JournalEntry, ResultCacheStats, Store, StoreError, TypeLayout,
-    TypeState, WriteBatch,
+    CommitResult, CountQuery, FoundRows, JournalEntry, ResultCacheStats, Store, StoreError,
+    TypeLayout, TypeState, WriteBatch,
 };
 use crate::filter::eval::{ci_contains, ci_ends_with, ci_eq, ci_starts_with, fold, json_contains};
 use crate::model::{DateTime, Entity, SiteSchema};
@@ -833,23 +833,28 @@ impl Store for SqliteStore {
         if self.inner.results.get().is_none() {
             return self.find_at(query, DateTime::now()).await;
         }
-        let rows = self.find_shared(query).await?;
-        Ok(Arc::try_unwrap(rows).unwrap_or_else(|shared| shared.as_ref().clone()))
+        Ok(self.find_shared(query).await?.into_records())
     }
 
-    async fn find_shared(&self, query: &FindQuery) -> Result<Arc<Vec<Record>>, StoreError> {
-        let Some((cache, key)) = self.cacheable(results::find_key(query)) else {
-            return Ok(Arc::new(self.find_at(query, DateTime::now()).await?));
+    async fn find_shared(&self, query: &FindQuery) -> Result<Arc<FoundRows>, StoreError> {
+        let read = || async {
+            Ok(Arc::new(FoundRows::new(
+                self.find_at(query, DateTime::now()).await?,
+            )))
         };
+        let Some((cache, key)) = self.cacheable(results::find_key(query)) else {
+            return read().await;
+        };
+        // A locked file: read without the cache (see `observe`).
         let Ok(generation) = self.inner.observe() else {
-            return Ok(Arc::new(self.find_at(query, DateTime::now()).await?));
+            return read().await;
         };
         let keep = match cache.get(&key, generation) {
             results::Lookup::Hit(results::Cached::Rows(rows)) => return Ok(rows),
             results::Lookup::Hit(results::Cached::Count(_)) => false,
             results::Lookup::Miss { keep } => keep,
         };
-        let rows = Arc::new(self.find_at(query, DateTime::now()).await?);
+        let rows = read().await?;
         if keep {
             cache.insert(key, generation, results::Cached::Rows(rows.clone()));
         }
