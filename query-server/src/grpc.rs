@@ -156,10 +156,7 @@ impl pb::query_service_server::QueryService for GrpcQueryService {
             let page = self.svc.find(&p).await?;
             // The records' encoding is kept with them: an answer the store's result cache serves
             // again is converted and encoded once, not on every hit.
-            let encoded_records = page.records.wire(|records| {
-                let pb: Vec<pb::Record> = records.iter().map(convert::record_to_pb).collect();
-                pb::FindResponse::encode_records(&pb)
-            });
+            let encoded_records = page.records.wire(crate::wire::encode_records);
             Ok(pb::FindResponse {
                 records: Vec::new(),
                 next_cursor: page.next_cursor.unwrap_or_default(),

@@ -26,6 +26,7 @@ pub mod error;
 pub mod grpc;
 pub mod service;
 pub mod watch;
+mod wire;
 
 use std::future::Future;
 use std::net::SocketAddr;
