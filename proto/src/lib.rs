@@ -9,9 +9,11 @@
 //! [`auth`] holds the bearer-token check both services put in front of their API.
 //!
 //! Wire types stop at each service's gRPC adapter; the services convert them to domain types.
+//! `FindResponse` is written by hand (see [`find_response`]) so a server can send records it
+//! encoded before; every other message is generated.
 
 pub mod auth;
-mod find_response;
+pub mod find_response;
 
 pub use prost_types;
 pub use tonic;
