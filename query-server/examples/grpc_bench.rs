@@ -974,15 +974,30 @@ async fn throughput_raw_h2(
 
 /// The result cache's hit and miss counts, read from the server's `/metrics`.
 async fn cache_counts(metrics_url: &str) -> anyhow::Result<(u64, u64)> {
-    let text = reqwest::get(metrics_url).await?.text().await?;
-    let count = |outcome: &str| {
-        let prefix = format!("query_result_cache_requests_total{{outcome=\"{outcome}\"}} ");
-        text.lines()
+    let m = CacheMetrics::read(metrics_url).await?;
+    Ok((
+        m.get("query_result_cache_requests_total{outcome=\"hit\"}"),
+        m.get("query_result_cache_requests_total{outcome=\"miss\"}"),
+    ))
+}
+
+/// The query-server's `/metrics` text.
+struct CacheMetrics(String);
+
+impl CacheMetrics {
+    async fn read(metrics_url: &str) -> anyhow::Result<CacheMetrics> {
+        Ok(CacheMetrics(reqwest::get(metrics_url).await?.text().await?))
+    }
+
+    /// A sample's value (`name` with its labels, as printed), 0 when absent.
+    fn get(&self, name: &str) -> u64 {
+        let prefix = format!("{name} ");
+        self.0
+            .lines()
             .find_map(|l| l.strip_prefix(&prefix))
             .and_then(|v| v.trim().parse::<f64>().ok())
             .map_or(0, |v| v as u64)
-    };
-    Ok((count("hit"), count("miss")))
+    }
 }
 
 /// The lean load client's gRPC over HTTP/2 (see [`throughput_raw_h2`]).
@@ -1242,10 +1257,21 @@ async fn bench(
             Some(metrics_url) => cache_counts(metrics_url).await?,
             None => (0, 0),
         };
-        if cache_metrics.is_some() {
+        if let Some(metrics_url) = cache_metrics {
             let name = "result cache: hits / misses so far";
             println!("{name:<58} {hits} / {misses}");
             fig.push(name, Cell::Text(format!("{hits} / {misses}")));
+            // What the cache holds after the load (its estimate), beside the process's RSS.
+            let m = CacheMetrics::read(metrics_url).await?;
+            let name = "result cache: entries, estimated MiB / budget MiB";
+            let text = format!(
+                "{} entries, {:.1} / {:.0} MiB",
+                m.get("query_result_cache_entries"),
+                m.get("query_result_cache_bytes") as f64 / f64::from(1 << 20),
+                m.get("query_result_cache_budget_bytes") as f64 / f64::from(1 << 20)
+            );
+            println!("{name:<58} {text}");
+            fig.push(name, Cell::Text(text));
         }
         let every = Duration::from_millis(env_u64("BENCH_COMMIT_MS", 100).max(1));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
