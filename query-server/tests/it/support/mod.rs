@@ -22,6 +22,19 @@ use shotgun_cache_query_server::{Listeners, ServerOptions, run_with};
 use tonic::transport::Channel;
 
 /// Status values the fixture's shots cycle through.
+/// The cached fields of Shot, one of each kind of value the fixture holds.
+pub const SHOT_FIELDS: [&str; 10] = [
+    "code",
+    "sg_status_list",
+    "sg_sequence",
+    "assets",
+    "project",
+    "sg_cut_in",
+    "sg_rate",
+    "sg_due",
+    "updated_at",
+    "sg_flag",
+];
 pub const STATUSES: [&str; 4] = ["ip", "fin", "wtg", "omt"];
 pub const SHOTS: i64 = 200;
 pub const SEQUENCES: i64 = 5;
@@ -96,23 +109,7 @@ pub fn layouts(schema: &SiteSchema) -> Vec<TypeLayout> {
         layout(schema, "Project", &["name"], &[]),
         layout(schema, "Sequence", &["code", "project"], &["code"]),
         layout(schema, "Asset", &["code", "sg_asset_type"], &[]),
-        layout(
-            schema,
-            "Shot",
-            &[
-                "code",
-                "sg_status_list",
-                "sg_sequence",
-                "assets",
-                "project",
-                "sg_cut_in",
-                "sg_rate",
-                "sg_due",
-                "updated_at",
-                "sg_flag",
-            ],
-            &["code", "sg_status_list"],
-        ),
+        layout(schema, "Shot", &SHOT_FIELDS, &["code", "sg_status_list"]),
         layout(schema, "Version", &["code", "entity"], &[]),
     ]
 }
