@@ -338,6 +338,13 @@ mod tests {
                 got == want,
                 "seed {seed} (WIRE_SEED={seed} to repeat), round {round}: records {records:?}"
             );
+            // What the result cache charges for this encoding is not less than its size.
+            let estimate = shotgun_cache_core::store::FoundRows::new(records).wire_estimate();
+            assert!(
+                got.len() <= estimate,
+                "seed {seed}, round {round}: {} bytes, estimated {estimate}",
+                got.len()
+            );
         }
     }
 

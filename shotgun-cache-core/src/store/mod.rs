@@ -328,6 +328,36 @@ impl FoundRows {
         self.wire.get_or_init(|| encode(&self.records)).clone()
     }
 
+    /// An upper estimate of the size of [`wire`](Self::wire)'s encoding, which a result cache
+    /// charges an answer for before it is made: the payload bytes, and per record, field and link a
+    /// few bytes more than protobuf spends on tags, lengths and varints. (The query-server's
+    /// encoder tests check it against real encodings.)
+    pub fn wire_estimate(&self) -> usize {
+        fn link(r: &EntityRef) -> usize {
+            24 + r.entity_type.len() + r.name.as_ref().map_or(0, String::len)
+        }
+        fn value(v: &Value) -> usize {
+            match v {
+                Value::Null | Value::Bool(_) | Value::Int(_) | Value::Float(_) => 16,
+                Value::Date(_) | Value::DateTime(_) => 24,
+                Value::Text(s) => 16 + s.len(),
+                Value::Entity(r) => 8 + link(r),
+                Value::MultiEntity(list) => 16 + list.iter().map(link).sum::<usize>(),
+                Value::Json(j) => 16 + j.to_string().len(),
+            }
+        }
+        self.records
+            .iter()
+            .map(|r| {
+                24 + r.entity_type.len()
+                    + r.fields
+                        .iter()
+                        .map(|(k, v)| 16 + k.len() + value(v))
+                        .sum::<usize>()
+            })
+            .sum()
+    }
+
     /// The records, without a copy when nothing else shares them.
     pub fn into_records(self: std::sync::Arc<Self>) -> Vec<Record> {
         match std::sync::Arc::try_unwrap(self) {

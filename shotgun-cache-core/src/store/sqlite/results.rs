@@ -265,38 +265,10 @@ const ENTRY_OVERHEAD: usize = 96;
 fn cached_size(c: &Cached) -> usize {
     match c {
         Cached::Count(_) => 0,
+        // The records, and their encoding, which the query-server keeps beside them.
         Cached::Rows(rows) => {
-            rows.iter()
-                .map(|r| record_size(r) + wire_size(r))
-                .sum::<usize>()
-                + 64
+            rows.iter().map(record_size).sum::<usize>() + rows.wire_estimate() + 64
         }
-    }
-}
-
-/// An estimate of a record's wire form, which the query-server keeps beside a cached answer
-/// ([`FoundRows::wire`]) once it has sent it: the payload bytes, and per field and per record a
-/// few bytes of tags and lengths (an upper estimate: it allows more for each tag, length and
-/// varint than protobuf spends on them).
-fn wire_size(r: &Record) -> usize {
-    16 + r.entity_type.len()
-        + r.fields
-            .iter()
-            .map(|(k, v)| 12 + k.len() + value_wire_size(v))
-            .sum::<usize>()
-}
-
-fn value_wire_size(v: &Value) -> usize {
-    let link = |r: &crate::model::EntityRef| {
-        24 + r.entity_type.len() + r.name.as_ref().map_or(0, String::len)
-    };
-    match v {
-        Value::Null | Value::Bool(_) | Value::Int(_) | Value::Float(_) => 12,
-        Value::Date(_) | Value::DateTime(_) => 24,
-        Value::Text(s) => 12 + s.len(),
-        Value::Entity(r) => link(r),
-        Value::MultiEntity(list) => 12 + list.iter().map(link).sum::<usize>(),
-        Value::Json(j) => 12 + j.to_string().len(),
     }
 }
 
