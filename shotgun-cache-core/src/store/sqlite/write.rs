@@ -30,6 +30,9 @@ struct Target<'a> {
     /// Ids that may exist in the table (every id of the batch that existed before it, plus the rows
     /// it created): an id outside it needs no lookup, which keeps imports of new rows fast.
     maybe_present: HashSet<i64>,
+    /// The layout's field names, and its multi_entity ones (for new rows, which write them all).
+    names: HashSet<&'a str>,
+    multi: Vec<&'a str>,
 }
 
 impl<'a> Target<'a> {
@@ -66,6 +69,13 @@ impl<'a> Target<'a> {
             sql,
             journal,
             maybe_present,
+            names: layout.fields.iter().map(|f| f.name.as_str()).collect(),
+            multi: layout
+                .fields
+                .iter()
+                .filter(|f| f.data_type == DataType::MultiEntity)
+                .map(|f| f.name.as_str())
+                .collect(),
         })
     }
 }
@@ -187,7 +197,7 @@ fn apply(conn: &Connection, tgt: &mut Target<'_>, w: EntityWrite) -> Result<Appl
                 Some(old) => old.clone(),
                 None => {
                     let mut fields = std::mem::take(&mut entity.fields);
-                    fields.retain(|k, _| layout.fields.iter().any(|f| f.name == *k));
+                    fields.retain(|k, _| tgt.names.contains(k.as_str()));
                     for f in &layout.fields {
                         match fields.get_mut(&f.name) {
                             Some(v) => {
@@ -248,13 +258,7 @@ fn apply(conn: &Connection, tgt: &mut Target<'_>, w: EntityWrite) -> Result<Appl
                 .as_ref()
                 .is_none_or(|old| old.entity != row.entity || old.versions != row.versions);
             if differs && is_new {
-                let multi: Vec<&str> = layout
-                    .fields
-                    .iter()
-                    .filter(|f| f.data_type == DataType::MultiEntity)
-                    .map(|f| f.name.as_str())
-                    .collect();
-                rows::write_new(conn, layout, &tgt.sql, &row, &multi)?;
+                rows::write_new(conn, layout, &tgt.sql, &row, &tgt.multi)?;
             } else if differs {
                 let stored: Vec<(&str, &Value)> = multi_changed
                     .iter()
@@ -413,7 +417,7 @@ fn apply(conn: &Connection, tgt: &mut Target<'_>, w: EntityWrite) -> Result<Appl
 }
 
 /// Appends one journal entry and returns it.
-pub(crate) fn append_journal(
+fn append_journal(
     conn: &Connection,
     at: DateTime,
     (event_id, entity_type, entity_id, op, fields, entity): PendingEntry,
