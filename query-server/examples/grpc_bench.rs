@@ -366,11 +366,16 @@ async fn latency(
     mk: impl Fn(i64) -> pb::FindRequest,
 ) -> anyhow::Result<Histogram<u64>> {
     let mut h = hist();
+    let slow_us = env_u64("BENCH_SLOW_US", 0);
+    let start = Instant::now();
     for i in 0..(n + n / 10) {
         let req = mk(i as i64 * 7919);
         let t = Instant::now();
         let r = c.find(req).await?;
         let us = t.elapsed().as_micros() as u64;
+        if slow_us > 0 && us >= slow_us {
+            eprintln!("slow call {i}: {us} us at {:.3} s", (t - start).as_secs_f64());
+        }
         anyhow::ensure!(
             !r.get_ref().records.is_empty(),
             "the bench query returned no rows"

@@ -344,26 +344,21 @@ impl Drop for SetOnDrop {
     }
 }
 
-/// A pooled read connection and the `PRAGMA data_version` it last observed (see `results`).
-struct Reader {
+/// The one connection that watches `PRAGMA data_version` for the result cache (see `results`),
+/// and the value it last saw.
+struct Observer {
     conn: Connection,
-    seen_version: Option<i64>,
-}
-
-impl Reader {
-    fn open(path: &Path) -> Result<Reader, StoreError> {
-        Ok(Reader {
-            conn: open_connection(path, Role::Reader)?,
-            seen_version: None,
-        })
-    }
+    seen: Option<i64>,
 }
 
 struct Inner {
     path: PathBuf,
     writer: Mutex<Option<Connection>>,
-    readers: Mutex<Vec<Reader>>,
-    /// Moves whenever a read connection sees a commit of another connection (see `results`).
+    readers: Mutex<Vec<Connection>>,
+    /// The result cache's observer (opened on first use, dropped after an error).
+    observer: Mutex<Option<Observer>>,
+    /// Moves whenever the observer sees a commit of another connection, and when a new observer
+    /// connection is opened (see `results`).
     generation: results::Generation,
     /// The result cache, when enabled ([`SqliteStore::enable_result_cache`]).
     results: std::sync::OnceLock<results::ResultCache>,
@@ -440,15 +435,15 @@ impl Inner {
     }
 
     /// A read connection from the pool, or a new one when none is idle.
-    fn take_reader(&self) -> Result<Reader, StoreError> {
+    fn take_reader(&self) -> Result<Connection, StoreError> {
         let pooled = self
             .readers
             .lock()
             .map_err(|_| StoreError::Internal("reader pool lock poisoned".into()))?
             .pop();
         match pooled {
-            Some(r) => Ok(r),
-            None => Reader::open(&self.path),
+            Some(c) => Ok(c),
+            None => open_connection(&self.path, Role::Reader),
         }
     }
 
@@ -461,7 +456,7 @@ impl Inner {
         hook: impl FnOnce(&mut Connection) -> rusqlite::Result<()>,
     ) -> Result<R, StoreError> {
         let mut reader = self.take_reader()?;
-        let conn = &mut reader.conn;
+        let conn = &mut reader;
         hook(conn).map_err(sql_err)?;
         // The read transaction's BEGIN and COMMIT are cached statements: `Connection::transaction`
         // parses both each time (`execute_batch`), 2-3% of an indexed find's server CPU.
@@ -498,38 +493,49 @@ impl Inner {
         result
     }
 
-    /// Observes on a pooled connection whether another connection committed since that
-    /// connection last looked, moves the data generation if so (or if the connection is new), and
-    /// returns the generation. See `results` for why this makes cached answers exact.
+    /// Observes whether another connection committed since the observer last looked, moves the
+    /// data generation if so (or if the observer connection is new), and returns the generation.
+    /// See `results` for why this makes cached answers exact.
     ///
-    /// It runs on the calling (async) task, so a locked file makes it give up within
-    /// [`INLINE_READ_BUDGET`] instead of waiting out the busy timeout there; the caller then reads
-    /// without the cache, on the path that waits on a blocking thread.
+    /// One connection observes for the whole store, so one commit moves the generation once (a
+    /// connection per request would each see the same commit later, and each drop the answers
+    /// cached since). It runs on the calling (async) task under a mutex, and a locked file makes
+    /// it give up within [`INLINE_READ_BUDGET`] instead of waiting out the busy timeout there; the
+    /// caller then reads without the cache, on the path that waits on a blocking thread.
     fn observe(&self) -> Result<u64, StoreError> {
-        let mut reader = self.take_reader()?;
+        let mut slot = self
+            .observer
+            .lock()
+            .map_err(|_| StoreError::Internal("result cache observer lock poisoned".into()))?;
+        if slot.is_none() {
+            let conn = open_connection(&self.path, Role::Reader)?;
+            conn.busy_timeout(INLINE_READ_BUDGET).map_err(sql_err)?;
+            // A new observer has seen nothing yet: its first look moves the generation.
+            *slot = Some(Observer { conn, seen: None });
+        }
+        let Some(observer) = slot.as_mut() else {
+            return Err(StoreError::Internal("no result cache observer".into()));
+        };
         // In autocommit mode the pragma is a read transaction of its own, which is what refreshes
         // the connection's view of the WAL.
-        let version = reader.conn.busy_timeout(INLINE_READ_BUDGET).and_then(|()| {
-            reader
-                .conn
-                .prepare_cached("PRAGMA data_version")
-                .and_then(|mut s| s.query_row([], |r| r.get::<_, i64>(0)))
-        });
-        let restored = reader.conn.busy_timeout(BUSY_TIMEOUT);
-        let version = version.map_err(sql_err)?;
-        restored.map_err(sql_err)?;
-        if reader.seen_version != Some(version) {
-            self.generation.advance();
-            reader.seen_version = Some(version);
+        let version = observer
+            .conn
+            .prepare_cached("PRAGMA data_version")
+            .and_then(|mut s| s.query_row([], |r| r.get::<_, i64>(0)));
+        match version {
+            Ok(v) => {
+                if observer.seen != Some(v) {
+                    self.generation.advance();
+                    observer.seen = Some(v);
+                }
+                Ok(self.generation.get())
+            }
+            Err(e) => {
+                // Replaced on the next call (whose first look moves the generation).
+                *slot = None;
+                Err(sql_err(e))
+            }
         }
-        let generation = self.generation.get();
-        if reader.conn.is_autocommit()
-            && let Ok(mut pool) = self.readers.lock()
-            && pool.len() < MAX_IDLE_READERS
-        {
-            pool.push(reader);
-        }
-        Ok(generation)
     }
 
     /// Runs `f` in one write transaction. `f` returns whether it changed the catalog.
@@ -637,10 +643,8 @@ impl SqliteStore {
             inner: Arc::new(Inner {
                 path: path.to_owned(),
                 writer: Mutex::new(None),
-                readers: Mutex::new(vec![Reader {
-                    conn,
-                    seen_version: None,
-                }]),
+                readers: Mutex::new(vec![conn]),
+                observer: Mutex::new(None),
                 generation: results::Generation::default(),
                 results: std::sync::OnceLock::new(),
                 catalog: RwLock::new(Arc::new(cat)),
@@ -977,6 +981,51 @@ mod tests {
             |r| r.get(0),
         )
         .map_err(sql_err)
+    }
+
+    /// One commit moves the result cache's generation once, however many read connections the
+    /// store has pooled and whichever requests observe afterwards (concurrently or not); a new
+    /// observer connection (after a failure) moves it too.
+    #[tokio::test]
+    async fn one_commit_moves_the_generation_once() {
+        use crate::store::{Store, WriteBatch};
+
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(&dir.path().join("s.db")).expect("open");
+        // Several pooled read connections, each having run a read.
+        let readers: Vec<Connection> = (0..6)
+            .map(|_| store.inner.take_reader().expect("a read connection"))
+            .collect();
+        for r in &readers {
+            r.query_row("SELECT count(*) FROM sc_state", [], |_| Ok(()))
+                .expect("read");
+        }
+        store.inner.readers.lock().expect("pool").extend(readers);
+        let before = store.inner.observe().expect("observe");
+        assert_eq!(store.inner.observe().expect("observe"), before, "no commit, no move");
+        let commit = |v: i64| WriteBatch {
+            state: [("k".to_owned(), serde_json::json!(v))].into_iter().collect(),
+            ..Default::default()
+        };
+        store.commit(commit(1)).await.expect("commit");
+        let seen: Vec<u64> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| s.spawn(|| (0..20).map(|_| store.inner.observe()).collect::<Vec<_>>()))
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().expect("observer thread"))
+                .collect::<Result<_, _>>()
+                .expect("observe")
+        });
+        assert!(
+            seen.iter().all(|g| *g == before + 1),
+            "one commit, one move: {seen:?} after {before}"
+        );
+        // A replaced observer connection has seen nothing: its first look moves the generation.
+        *store.inner.observer.lock().expect("observer") = None;
+        assert_eq!(store.inner.observe().expect("observe"), before + 2);
+        assert_eq!(store.inner.observe().expect("observe"), before + 2);
     }
 
     /// A commit that fails before its transaction used the batch (the file is locked by another

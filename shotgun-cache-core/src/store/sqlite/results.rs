@@ -5,19 +5,25 @@
 //! # Coherence
 //! An answer is kept with the *data generation* observed just before its read began (see
 //! [`Generation`]); it is served only while the generation is unchanged. The generation moves
-//! whenever a read connection sees, through SQLite's `PRAGMA data_version`, that another
-//! connection (the syncer, in this process or another one) committed since that connection last
-//! looked. Every lookup first observes on a pooled connection. So a request that starts after a
-//! commit has finished never gets an answer read before that commit: it reads the store
-//! (no cache is ever staler than an uncached read started at the same moment). The argument:
-//! - a connection's first observation always moves the generation, and so does any later
-//!   observation that sees a different `data_version` from its previous one;
+//! whenever the store's one observer connection sees, through SQLite's `PRAGMA data_version`, that
+//! another connection (the syncer, in this process or another one) committed since it last looked,
+//! and when a new observer connection is opened (the first, or one replacing a connection that
+//! failed). Every lookup first observes. So a request that starts after a commit has finished never
+//! gets an answer read before that commit: it reads the store (no cache is ever staler than an
+//! uncached read started at the same moment). The argument:
+//! - an observer connection's first observation always moves the generation, and so does any
+//!   later observation that sees a different `data_version` from its previous one;
 //! - let answer A be stamped with generation `g`, read from a snapshot that misses commit C, so C
 //!   committed after `g` was loaded (the stamp is loaded before the read's snapshot begins);
-//! - a request R starting after C observes on some connection Y. Among Y's observations up to and
-//!   including R's, the first one after C either is Y's first observation, or follows one before
-//!   C and sees a changed `data_version`: either way it moved the generation after C, hence after
-//!   `g` was loaded, so R sees a generation other than `g` and does not get A.
+//! - a request R starting after C observes on the observer connection Y of that moment. Among Y's
+//!   observations up to and including R's, the first one after C either is Y's first observation,
+//!   or follows one before C and sees a changed `data_version`: either way it moved the generation
+//!   after C, hence after `g` was loaded, so R sees a generation other than `g` and does not get A.
+//!
+//! One connection observes for the whole store (observations take turns on a mutex; each is one
+//! `PRAGMA`). With a connection per request instead, every pooled connection would see the same
+//! commit at its own next use and move the generation again, dropping the answers cached since
+//! the first one did.
 //!
 //! Finds and counts whose filter depends on the current time (`in_last`, `in_next`,
 //! `in_calendar_*` and their negations) change answers without any commit and are never cached.
