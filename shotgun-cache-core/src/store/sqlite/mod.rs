@@ -499,9 +499,10 @@ impl Inner {
     ///
     /// One connection observes for the whole store, so one commit moves the generation once (a
     /// connection per request would each see the same commit later, and each drop the answers
-    /// cached since). It runs on the calling (async) task under a mutex, and a locked file makes
-    /// it give up within [`INLINE_READ_BUDGET`] instead of waiting out the busy timeout there; the
-    /// caller then reads without the cache, on the path that waits on a blocking thread.
+    /// cached since). It runs on the calling (async) task under a mutex, so it never waits for a
+    /// lock: a locked file makes it give up at once (the mutex is not held while the file stays
+    /// locked), and the caller then reads without the cache, on the path that waits on a blocking
+    /// thread.
     fn observe(&self) -> Result<u64, StoreError> {
         let mut slot = self
             .observer
@@ -509,7 +510,7 @@ impl Inner {
             .map_err(|_| StoreError::Internal("result cache observer lock poisoned".into()))?;
         if slot.is_none() {
             let conn = open_connection(&self.path, Role::Reader)?;
-            conn.busy_timeout(INLINE_READ_BUDGET).map_err(sql_err)?;
+            conn.busy_timeout(Duration::ZERO).map_err(sql_err)?;
             // A new observer has seen nothing yet: its first look moves the generation.
             *slot = Some(Observer { conn, seen: None });
         }
@@ -531,8 +532,14 @@ impl Inner {
                 Ok(self.generation.get())
             }
             Err(e) => {
-                // Replaced on the next call (whose first look moves the generation).
-                *slot = None;
+                // A lock: the connection is fine, and what it saw last still stands. Anything else:
+                // replaced on the next call (whose first look moves the generation).
+                if !matches!(
+                    e.sqlite_error_code(),
+                    Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+                ) {
+                    *slot = None;
+                }
                 Err(sql_err(e))
             }
         }
