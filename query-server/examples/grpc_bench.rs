@@ -39,7 +39,8 @@
 //! concurrent clients, default 32), `BENCH_LOAD_CLIENTS` (the throughput runs'
 //! load clients, default `full,framing,raw`), `BENCH_FINDS` (single-client Finds per
 //! measurement, default 3,000; the deep-link run uses a third; on reqlite `BENCH_RETHINK_FINDS`,
-//! default 300), and `BENCH_SIM_SCALE`.
+//! default 300), `BENCH_SIM_SCALE`, and `BENCH_SLOW_US` (print each single-client call that took
+//! at least this many microseconds, with its index and time, to find what a tail is made of).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
