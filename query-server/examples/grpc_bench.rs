@@ -375,7 +375,10 @@ async fn latency(
         let r = c.find(req).await?;
         let us = t.elapsed().as_micros() as u64;
         if slow_us > 0 && us >= slow_us {
-            eprintln!("slow call {i}: {us} us at {:.3} s", (t - start).as_secs_f64());
+            eprintln!(
+                "slow call {i}: {us} us at {:.3} s",
+                (t - start).as_secs_f64()
+            );
         }
         anyhow::ensure!(
             !r.get_ref().records.is_empty(),

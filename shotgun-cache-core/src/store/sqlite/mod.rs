@@ -1009,9 +1009,15 @@ mod tests {
         }
         store.inner.readers.lock().expect("pool").extend(readers);
         let before = store.inner.observe().expect("observe");
-        assert_eq!(store.inner.observe().expect("observe"), before, "no commit, no move");
+        assert_eq!(
+            store.inner.observe().expect("observe"),
+            before,
+            "no commit, no move"
+        );
         let commit = |v: i64| WriteBatch {
-            state: [("k".to_owned(), serde_json::json!(v))].into_iter().collect(),
+            state: [("k".to_owned(), serde_json::json!(v))]
+                .into_iter()
+                .collect(),
             ..Default::default()
         };
         store.commit(commit(1)).await.expect("commit");
