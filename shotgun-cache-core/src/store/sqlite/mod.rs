@@ -693,6 +693,41 @@ impl SqliteStore {
         }
     }
 
+    /// Answers a request through the result cache (see `results`): `key` is its key (`None`:
+    /// not cacheable), `read` reads the store, `pack` and `unpack` convert between the answer and
+    /// a cache entry. Without a cache, for an uncacheable request, or on a locked file (see
+    /// `observe`), it just reads.
+    async fn through_cache<T, Fut>(
+        &self,
+        key: Option<String>,
+        read: impl Fn() -> Fut,
+        pack: fn(T) -> results::Cached,
+        unpack: fn(results::Cached) -> Option<T>,
+    ) -> Result<T, StoreError>
+    where
+        T: Clone,
+        Fut: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        let Some((cache, key)) = self.cacheable(key) else {
+            return read().await;
+        };
+        let Ok(generation) = self.inner.observe() else {
+            return read().await;
+        };
+        let keep = match cache.get(&key, generation) {
+            results::Lookup::Hit(hit) => match unpack(hit) {
+                Some(answer) => return Ok(answer),
+                None => false,
+            },
+            results::Lookup::Miss { keep } => keep,
+        };
+        let answer = read().await?;
+        if keep {
+            cache.insert(key, generation, pack(answer.clone()));
+        }
+        Ok(answer)
+    }
+
     /// Runs a read: on this task within [`INLINE_READ_BUDGET`], else again on a blocking thread.
     ///
     /// A read on the blocking thread stops when its caller stops waiting for it (a deadline ran
@@ -853,23 +888,16 @@ impl Store for SqliteStore {
                 self.find_at(query, DateTime::now()).await?,
             )))
         };
-        let Some((cache, key)) = self.cacheable(results::find_key(query)) else {
-            return read().await;
-        };
-        // A locked file: read without the cache (see `observe`).
-        let Ok(generation) = self.inner.observe() else {
-            return read().await;
-        };
-        let keep = match cache.get(&key, generation) {
-            results::Lookup::Hit(results::Cached::Rows(rows)) => return Ok(rows),
-            results::Lookup::Hit(results::Cached::Count(_)) => false,
-            results::Lookup::Miss { keep } => keep,
-        };
-        let rows = read().await?;
-        if keep {
-            cache.insert(key, generation, results::Cached::Rows(rows.clone()));
-        }
-        Ok(rows)
+        self.through_cache(
+            results::find_key(query),
+            read,
+            results::Cached::Rows,
+            |c| match c {
+                results::Cached::Rows(rows) => Some(rows),
+                results::Cached::Count(_) => None,
+            },
+        )
+        .await
     }
 
     async fn count(&self, query: &CountQuery) -> Result<u64, StoreError> {
@@ -877,23 +905,16 @@ impl Store for SqliteStore {
             let q = query.clone();
             self.read(move |c, cat| read::count(c, cat, &q))
         };
-        let Some((cache, key)) = self.cacheable(results::count_key(query)) else {
-            return read().await;
-        };
-        // A locked file: read without the cache (see `observe`).
-        let Ok(generation) = self.inner.observe() else {
-            return read().await;
-        };
-        let keep = match cache.get(&key, generation) {
-            results::Lookup::Hit(results::Cached::Count(n)) => return Ok(n),
-            results::Lookup::Hit(results::Cached::Rows(_)) => false,
-            results::Lookup::Miss { keep } => keep,
-        };
-        let n = read().await?;
-        if keep {
-            cache.insert(key, generation, results::Cached::Count(n));
-        }
-        Ok(n)
+        self.through_cache(
+            results::count_key(query),
+            read,
+            results::Cached::Count,
+            |c| match c {
+                results::Cached::Count(n) => Some(n),
+                results::Cached::Rows(_) => None,
+            },
+        )
+        .await
     }
 
     fn result_cache_stats(&self) -> Option<ResultCacheStats> {
